@@ -1,0 +1,1 @@
+"""Benchmarks run by `lidarseg bench NAME`: each compares our code with a plain reference in one process."""

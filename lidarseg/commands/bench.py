@@ -1,0 +1,34 @@
+"""`lidarseg bench NAME`: each benchmark lives in `lidarseg.bench.<name>` with `add_arguments(parser)` and
+`run(args)`; it times our code against a plain reference in one process and prints the ratio."""
+import importlib
+
+BENCHMARKS = {
+    "projection": "read + spherical projection of a ~120k-point scan vs the numpy transcription",
+    "loss": "subclassified loss vs the dense published form and plain CE",
+    "knn": "KNN back-projection vs RangeNet++'s torch KNN",
+    "eval": "evaluate throughput vs an np.add.at confusion matrix",
+    "model": "forward / forward+backward time of the networks",
+}
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="bench", metavar="NAME")
+    sub.required = True
+    for name, help_text in BENCHMARKS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module = f"lidarseg.bench.{name}"
+        p.set_defaults(_bench_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def run(args) -> int:
+    try:
+        module = importlib.import_module(args._bench_module)
+    except ModuleNotFoundError:
+        print(f"benchmark {args.bench!r} is not available in this version")
+        return 2
+    return int(module.run(args) or 0)

@@ -1,0 +1,26 @@
+"""The data layer: scan files -> points -> range images -> batches.
+
+Modules: `io` (readers/writers), `labels` (LabelMap), `projection` (spherical projection, scan unfolding),
+`dataset` (SemanticKITTI Dataset and collate), `augment` (point augmentation), `stats` (dataset statistics),
+`synthetic` (the synthetic SemanticKITTI-format generator), `kprnet` (KPRNet's input pipeline).
+"""
+import importlib
+
+_EXPORTS = {
+    "read_scan": "io", "read_label": "io", "split_label": "io", "join_label": "io",
+    "write_scan": "io", "write_label": "io", "atomic_write_bytes": "io",
+    "LabelMap": "labels",
+    "spherical_projection": "projection", "scan_unfolding": "projection",
+    "SemanticKITTI": "dataset", "collate": "dataset",
+    "PointAugmentation": "augment",
+    "compute_stats": "stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    # Lazy so that `import lidarseg.data` stays cheap (numba compiles only when a projection is used).
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

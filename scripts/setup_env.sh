@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what is missing for lidarseg, idempotently. Sourced by scripts/train.sh and scripts/test.sh.
+#   PYTHON    interpreter to use (default: python3)
+#   $1        "test" to also install the test extras
+# torch: if `import torch` fails we install torch==2.13.0 (a CPU build on these machines; an unpinned torch
+# pulls several GB of CUDA packages). A torch that already imports is never touched, so GPU users install their
+# own torch first (see README).
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+extras=${1:-}
+
+"$PYTHON" - <<'PY' || { echo "lidarseg needs Python >= 3.10" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+
+if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
+  echo "[setup] torch not importable: installing torch==2.13.0"
+  "$PYTHON" -m pip install --quiet "torch==2.13.0"
+fi
+
+# Stamp = hash of the package metadata + interpreter + extras; reinstall only when one of them changed.
+stamp_file="$ROOT/.lidarseg-installed"
+stamp=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; "$PYTHON" -c "import sys; print(sys.executable)"; echo "$extras"; } | sha256sum | cut -d' ' -f1)
+want_mods="lidarseg numba yaml tensorboard tqdm scipy"
+[ "$extras" = "test" ] && want_mods="$want_mods pytest hypothesis"
+have_all=1
+"$PYTHON" -c "import importlib,sys; [importlib.import_module(m) for m in sys.argv[1:]]" $want_mods >/dev/null 2>&1 || have_all=0
+if [ "$have_all" = 0 ] || [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ]; then
+  spec="."
+  [ "$extras" = "test" ] && spec=".[test]"
+  echo "[setup] installing lidarseg ($spec) in editable mode"
+  (cd "$ROOT" && "$PYTHON" -m pip install --quiet -e "$spec")
+  echo "$stamp" > "$stamp_file"
+fi
