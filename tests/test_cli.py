@@ -1,0 +1,32 @@
+"""The console command: every subcommand is registered and its module provides the command protocol."""
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from lidarseg.cli import COMMANDS, build_parser, main
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_command_module_has_protocol(name):
+    module = importlib.import_module(COMMANDS[name][0])
+    assert callable(module.add_arguments) and callable(module.run)
+
+
+def test_parser_lists_all_commands():
+    help_text = build_parser().format_help()
+    for name in COMMANDS:
+        assert name in help_text
+
+
+def test_info_runs(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "numba" in out and "threads" in out
+
+
+def test_console_entry_point_runs():
+    res = subprocess.run([sys.executable, "-m", "lidarseg", "info"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "lidarseg" in res.stdout
