@@ -1,0 +1,43 @@
+"""`lidarseg evaluate`: point-level IoU of prediction files, with the official semantic-kitti-api numbers."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_arguments(parser):
+    from .. import DEFAULT_DATA_ROOT
+
+    parser.add_argument("--data", default=str(DEFAULT_DATA_ROOT),
+                        help="dataset root holding sequences/NN/labels (default: %(default)s)")
+    parser.add_argument("--predictions", default=None,
+                        help="root holding sequences/NN/predictions/*.label (default: --data, as the official tool)")
+    parser.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    parser.add_argument("--sequences", nargs="+", default=None, help="evaluate these sequences instead of --split")
+    parser.add_argument("--config", default=None, help="label config YAML (default: configs/semantic-kitti.yaml)")
+    parser.add_argument("--convention", default="api", choices=["api", "bonnetal"],
+                        help="api: official (predicted 0 on a labelled point is a false negative); bonnetal: "
+                             "lidar-bonnetal's training metric (rows and columns of class 0 dropped)")
+    parser.add_argument("--json", default=None, help="also write the report as JSON to this file (atomically)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from ..data.io import atomic_write_bytes
+    from ..data.labels import LabelMap
+    from ..evaluation import evaluate
+
+    label_map = LabelMap.from_yaml(args.config)
+    result = evaluate(args.data, args.predictions or args.data, args.split, label_map, sequences=args.sequences,
+                      convention=args.convention, progress=not args.no_progress)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"Data: {args.data}\nPredictions: {args.predictions or args.data}\nSplit: {args.split} "
+          f"(sequences {', '.join(result.sequences)}), {result.num_scans} scans, {result.num_points} points, "
+          f"convention {args.convention}, ignoring class(es) {list(result.confusion.ignore)}")
+    print(result.table())
+    print("\n".join(result.official_lines()))
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result.to_dict(), indent=1) + "\n").encode())
+        print(f"wrote {args.json}")
+    return 0
