@@ -60,8 +60,11 @@ class LabelMap:
         path = Path(path) if path is not None else DEFAULT_LABEL_CONFIG
         if not path.is_file():
             raise ConfigError(f"label config not found: {path}")
-        with open(path) as f:
-            cfg = yaml.safe_load(f)
+        try:
+            with open(path) as f:
+                cfg = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"label config {path}: not valid YAML ({exc})") from None
         if not isinstance(cfg, dict):
             raise ConfigError(f"label config {path}: expected a mapping at the top level")
         return cls(cfg, source=str(path))

@@ -1,0 +1,41 @@
+"""`lidarseg stats --data ROOT --split train [--out FILE.yaml]`: class frequencies and input mean/std of a dataset
+in SemanticKITTI layout, as YAML (printed, or written atomically with --out)."""
+from __future__ import annotations
+
+import sys
+
+
+def add_arguments(parser):
+    from .. import DEFAULT_DATA_ROOT
+    parser.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help="dataset root holding sequences/NN/")
+    parser.add_argument("--split", default="train", help="split of the label config (default: train)")
+    parser.add_argument("--sequences", nargs="+", default=None, help="sequence ids, overriding the split's list")
+    parser.add_argument("--labels", default=None, help="label config YAML (default: configs/semantic-kitti.yaml)")
+    parser.add_argument("--sensor", default=None, help="sensor preset (hdl64, hdl32, vlp16, os1-128)")
+    parser.add_argument("--height", type=int, default=None, help="range image height (beams)")
+    parser.add_argument("--width", type=int, default=None, help="range image width")
+    parser.add_argument("--fov-up", type=float, default=None, help="upper vertical field of view, degrees")
+    parser.add_argument("--fov-down", type=float, default=None, help="lower vertical field of view, degrees")
+    parser.add_argument("--max-scans", type=int, default=None, help="use only the first N scans")
+    parser.add_argument("--out", default=None, help="write the YAML here (atomically) instead of printing it")
+
+
+def run(args) -> int:
+    from ..data.stats import compute_stats, dump_stats, write_stats
+
+    sensor = {"preset": args.sensor} if args.sensor else {}
+    for key in ("height", "width", "fov_up", "fov_down"):
+        if getattr(args, key) is not None:
+            sensor[key] = getattr(args, key)
+    sequences = None
+    if args.sequences:
+        sequences = [int(s) if s.isdigit() else s for s in args.sequences]
+    stats = compute_stats(args.data, args.split, label_map=args.labels, sequences=sequences, sensor=sensor or None,
+                          max_scans=args.max_scans, progress=args.out is not None and sys.stderr.isatty())
+    if args.out:
+        write_stats(args.out, stats)
+        src = stats["source"]
+        print(f"wrote {args.out}: {src['scans']} scans, {src['points']} points, {src['pixels']} pixels")
+    else:
+        sys.stdout.write(dump_stats(stats))
+    return 0
