@@ -1,0 +1,54 @@
+"""`lidarseg synth`: generate the synthetic SemanticKITTI-format dataset (see docs/synthetic.md)."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+
+def _faults(text: str) -> dict:
+    """'nan=3,zero_range=2' -> {'nan': 3, 'zero_range': 2}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, val = part.partition("=")
+        if not sep:
+            raise ConfigError(f"--faults: expected KIND=COUNT pairs like nan=3,zero_range=2, got {part!r}")
+        try:
+            out[key.strip()] = int(val)
+        except ValueError:
+            raise ConfigError(f"--faults: count for {key!r} must be an int, got {val!r}") from None
+    return out
+
+
+def add_arguments(parser):
+    import lidarseg
+
+    parser.add_argument("--out", default=str(lidarseg.DEFAULT_DATA_ROOT),
+                        help="dataset root to write (default: %(default)s)")
+    parser.add_argument("--sequences", nargs="+", default=None, metavar="NN",
+                        help="sequence ids (default: 00 01 02 03 08 11)")
+    parser.add_argument("--scans", type=int, default=None,
+                        help="scans per sequence (default: 40 per train sequence, 20 for 08, 10 for 11)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    parser.add_argument("--azimuth-steps", type=int, default=None,
+                        help="azimuth samples per turn (default 2048; fewer gives cheaper test data)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write PNGs (range image by class, bird's-eye view) to OUT/preview/")
+    parser.add_argument("--test-labels", action="store_true",
+                        help="also write labels for test sequences (11-21), which SemanticKITTI does not have")
+    parser.add_argument("--faults", default="", metavar="KIND=N,...",
+                        help="inject faulty points per scan for robustness tests: nan=N, zero_range=N")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a directory that holds sequences not made by this generator")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="do nothing when a complete generation with the same parameters is already there")
+
+
+def run(args) -> int:
+    from ..data.synthetic import ensure_dataset, generate
+
+    kwargs = dict(sequences=args.sequences, scans=args.scans, seed=args.seed, azimuth_steps=args.azimuth_steps,
+                  faults=_faults(args.faults), preview=args.preview, test_labels=args.test_labels)
+    if args.if_missing:
+        ensure_dataset(args.out, force=args.force, **kwargs)
+    else:
+        generate(args.out, force=args.force, **kwargs)
+    return 0

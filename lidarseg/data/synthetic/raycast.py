@@ -1,0 +1,240 @@
+"""numba ray casting of one spinning-LiDAR sweep against analytic primitives (sensor frame, metres).
+
+Primitives (`geom` float64 [P, NGEOM], already moved into the sensor frame):
+  cx, cy, cz (centre), hx, hy, hz (half sizes / radii), cos, sin (yaw about +z), mfp, transmit.
+Types: BOX (oriented box), CYLINDER (vertical elliptic cylinder, radii hx, hy, half height hz), ELLIPSOID.
+mfp > 0 makes a primitive porous (foliage, hedges): a ray passes it with probability `transmit`, otherwise it
+returns from an exponentially distributed depth (mean mfp metres) inside it. transmit > 0 with mfp == 0 is a
+see-through solid (mesh fence). The random draws are a hash of (key, ray, primitive), so every ray is independent
+and the result does not depend on the thread count (parallel loops only write their own cells; no reductions).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+BOX, CYLINDER, ELLIPSOID = 0, 1, 2
+CX, CY, CZ, HX, HY, HZ, COS, SIN, MFP, TRANSMIT = range(10)
+NGEOM = 10
+
+NO_HIT = -2
+GROUND = -1
+
+
+@njit(cache=True, inline="always")
+def _hash01(key, a, b):
+    """Deterministic uniform float in [0,1) from three integers (splitmix64 finaliser)."""
+    z = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(a) * np.uint64(0xBF58476D1CE4E5B9) \
+        + np.uint64(b) * np.uint64(0x94D049BB133111EB) + np.uint64(0x632BE59BD9B4E019)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def _intersect(ptype, g, dx, dy, dz):
+    """Ray from the origin along (dx,dy,dz) against primitive g -> (t_enter, t_exit, cos_incidence); t_enter = inf
+    when missed."""
+    c = g[COS]
+    s = g[SIN]
+    # origin and direction in the primitive's frame (rotation by -yaw)
+    ox = -(c * g[CX] + s * g[CY])
+    oy = -(-s * g[CX] + c * g[CY])
+    oz = -g[CZ]
+    lx = c * dx + s * dy
+    ly = -s * dx + c * dy
+    lz = dz
+    inf = np.inf
+    if ptype == BOX:
+        t0 = -inf
+        t1 = inf
+        axis = 0
+        o3 = (ox, oy, oz)
+        d3 = (lx, ly, lz)
+        h3 = (g[HX], g[HY], g[HZ])
+        for k in range(3):
+            o = o3[k]
+            d = d3[k]
+            h = h3[k]
+            if abs(d) < 1e-12:
+                if o < -h or o > h:
+                    return inf, inf, 0.0
+            else:
+                ta = (-h - o) / d
+                tb = (h - o) / d
+                if ta > tb:
+                    ta, tb = tb, ta
+                if ta > t0:
+                    t0 = ta
+                    axis = k
+                if tb < t1:
+                    t1 = tb
+        if t0 > t1 or t1 <= 0.0:
+            return inf, inf, 0.0
+        return t0, t1, abs(d3[axis])
+    elif ptype == CYLINDER:
+        a = g[HX]
+        b = g[HY]
+        X = ox / a
+        Y = oy / b
+        DX = lx / a
+        DY = ly / b
+        A = DX * DX + DY * DY
+        B = 2.0 * (X * DX + Y * DY)
+        C = X * X + Y * Y - 1.0
+        if A < 1e-18:
+            if C > 0.0:
+                return inf, inf, 0.0
+            ts0 = -inf
+            ts1 = inf
+        else:
+            disc = B * B - 4.0 * A * C
+            if disc < 0.0:
+                return inf, inf, 0.0
+            sq = math.sqrt(disc)
+            ts0 = (-B - sq) / (2.0 * A)
+            ts1 = (-B + sq) / (2.0 * A)
+        h = g[HZ]
+        if abs(lz) < 1e-12:
+            if oz < -h or oz > h:
+                return inf, inf, 0.0
+            tz0 = -inf
+            tz1 = inf
+        else:
+            tz0 = (-h - oz) / lz
+            tz1 = (h - oz) / lz
+            if tz0 > tz1:
+                tz0, tz1 = tz1, tz0
+        t0 = max(ts0, tz0)
+        t1 = min(ts1, tz1)
+        if t0 > t1 or t1 <= 0.0:
+            return inf, inf, 0.0
+        if ts0 >= tz0:
+            nx = (X + DX * t0) / a
+            ny = (Y + DY * t0) / b
+            nn = math.sqrt(nx * nx + ny * ny) + 1e-12
+            cosi = abs(nx * lx + ny * ly) / nn
+        else:
+            cosi = abs(lz)
+        return t0, t1, cosi
+    else:
+        a = g[HX]
+        b = g[HY]
+        cz = g[HZ]
+        X = ox / a
+        Y = oy / b
+        Z = oz / cz
+        DX = lx / a
+        DY = ly / b
+        DZ = lz / cz
+        A = DX * DX + DY * DY + DZ * DZ
+        B = 2.0 * (X * DX + Y * DY + Z * DZ)
+        C = X * X + Y * Y + Z * Z - 1.0
+        disc = B * B - 4.0 * A * C
+        if disc < 0.0:
+            return inf, inf, 0.0
+        sq = math.sqrt(disc)
+        t0 = (-B - sq) / (2.0 * A)
+        t1 = (-B + sq) / (2.0 * A)
+        if t1 <= 0.0:
+            return inf, inf, 0.0
+        px = (X + DX * t0) / a
+        py = (Y + DY * t0) / b
+        pz = (Z + DZ * t0) / cz
+        nn = math.sqrt(px * px + py * py + pz * pz) + 1e-12
+        return t0, t1, abs(px * lx + py * ly + pz * lz) / nn
+
+
+@njit(cache=True)
+def column_candidates(geom, bound_r, azimuth_steps, max_range):
+    """Bin primitives by the azimuth columns their bounding circle (radius bound_r, metres) covers, as seen from
+    the origin. Returns CSR arrays (ptr [W+1], idx [K]); primitives farther than max_range are dropped."""
+    P = geom.shape[0]
+    W = azimuth_steps
+    lo = np.zeros(P, np.int64)
+    hi = np.full(P, -1, np.int64)
+    two_pi = 2.0 * math.pi
+    for p in range(P):
+        d = math.hypot(geom[p, CX], geom[p, CY])
+        r = bound_r[p]
+        if d - r > max_range:
+            continue
+        if d <= r * 1.0001 + 1e-6:
+            lo[p] = 0
+            hi[p] = W - 1
+            continue
+        ha = math.asin(min(1.0, r / d))
+        az = math.atan2(geom[p, CY], geom[p, CX])
+        if az < 0.0:
+            az += two_pi
+        a0 = math.floor((az - ha) / two_pi * W - 0.5)
+        a1 = math.ceil((az + ha) / two_pi * W - 0.5)
+        if a1 - a0 >= W - 1:
+            lo[p] = 0
+            hi[p] = W - 1
+        else:
+            lo[p] = a0
+            hi[p] = a1
+    counts = np.zeros(W + 1, np.int64)
+    for p in range(P):
+        for j in range(lo[p], hi[p] + 1):
+            counts[(j % W) + 1] += 1
+    ptr = np.cumsum(counts)
+    idx = np.empty(ptr[W], np.int64)
+    fill = ptr[:W].copy()
+    for p in range(P):
+        for j in range(lo[p], hi[p] + 1):
+            jj = j % W
+            idx[fill[jj]] = p
+            fill[jj] += 1
+    return ptr, idx
+
+
+@njit(cache=True, parallel=True)
+def cast_sweep(dirs, ground_z, ptype, geom, dmin, row_lo, row_hi, ptr, idx, max_range, key):
+    """Cast all rays dirs [H,W,3] from the origin against the ground plane z = ground_z and the primitives.
+
+    Returns (t [H,W] float64 range in metres, inf for no return; hit [H,W] int32 primitive index, GROUND or NO_HIT;
+    cosi [H,W] float64 |cos| of the incidence angle). `dmin` [P] lower bound of each primitive's distance, row_lo /
+    row_hi [P] the beam rows its elevation interval covers."""
+    H = dirs.shape[0]
+    W = dirs.shape[1]
+    t_out = np.full((H, W), np.inf)
+    hit = np.full((H, W), NO_HIT, np.int32)
+    cos_out = np.zeros((H, W))
+    for c in prange(W):
+        for r in range(H):
+            dz = dirs[r, c, 2]
+            if dz < -1e-9:
+                t = ground_z / dz
+                if t < max_range:
+                    t_out[r, c] = t
+                    hit[r, c] = GROUND
+                    cos_out[r, c] = -dz
+        for k in range(ptr[c], ptr[c + 1]):
+            p = idx[k]
+            typ = ptype[p]
+            mfp = geom[p, MFP]
+            transmit = geom[p, TRANSMIT]
+            for r in range(row_lo[p], row_hi[p] + 1):
+                if dmin[p] >= t_out[r, c]:
+                    continue
+                t0, t1, cosi = _intersect(typ, geom[p], dirs[r, c, 0], dirs[r, c, 1], dirs[r, c, 2])
+                if t0 <= 0.0 or t0 >= t_out[r, c]:
+                    continue
+                ray = r * W + c
+                if transmit > 0.0 and _hash01(key, ray, 2 * p) < transmit:
+                    continue
+                if mfp > 0.0:
+                    u = _hash01(key, ray, 2 * p + 1)
+                    t0 = t0 + min(-math.log(1.0 - u) * mfp, t1 - t0)
+                    cosi = 0.8
+                    if t0 >= t_out[r, c]:
+                        continue
+                t_out[r, c] = t0
+                hit[r, c] = p
+                cos_out[r, c] = cosi
+    return t_out, hit, cos_out
