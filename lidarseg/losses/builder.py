@@ -1,0 +1,167 @@
+"""`build_loss(cfg, label_map=None)`: a loss module from the `loss:` section of a config.
+
+Forms accepted:
+    "ce"                                                   a name alone
+    {name: subclassified, threshold: 0.98, ...}            one loss with its options
+    [{name: subclassified, weight: 1.0}, {name: lovasz, weight: 1.0}]   a weighted sum of terms
+Every loss: forward(logits, target) -> scalar, `last_terms` {term: detached value} after each forward.
+Unknown names or keys raise ConfigError listing the valid ones.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from .baselines import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropy
+from .subclassified import SubclassifiedLoss
+
+__all__ = ["build_loss", "WeightedSumLoss", "find_subclassified", "LOSSES"]
+
+_CW = "class_weight"
+#: name -> (class, {option: default}); class_weight accepts null, "content" (RangeNet++ weights from the label
+#: config) or a list of C numbers.
+LOSSES = {
+    "ce": (CrossEntropyLoss, {_CW: None, "ignore_index": 0}),
+    "wce": (CrossEntropyLoss, {_CW: "content", "ignore_index": 0}),
+    "lovasz": (LovaszSoftmaxLoss, {"classes": "present", "ignore_index": 0}),
+    "focal": (FocalLoss, {"gamma": 2.0, _CW: None, "ignore_index": 0}),
+    "ohem": (OhemCrossEntropy, {"thresh": 0.9, "min_kept": 10000, _CW: None, "ignore_index": 0}),
+    "subclassified": (SubclassifiedLoss, {
+        "threshold": 0.98, "eps": 10.0, "power": 0.5, "max_weight": 10.0, "ref_stride": 8, "query_stride": 4,
+        "similarity_input": "logits", "normalize": "valid", _CW: None, "ignore_index": 0, "chunk": 512,
+        "max_pairs": 1 << 22}),
+}
+_FLOAT_KEYS = {"threshold", "eps", "power", "max_weight", "gamma", "thresh"}
+_INT_KEYS = {"ref_stride", "query_stride", "min_kept", "ignore_index", "chunk", "max_pairs"}
+_NULLABLE = {"max_weight", "ignore_index", _CW}
+
+
+class WeightedSumLoss(nn.Module):
+    """sum_t weight_t * term_t(logits, target); `last_terms` holds each term's unweighted detached value."""
+
+    name = "sum"
+
+    def __init__(self, terms, weights, keys):
+        super().__init__()
+        self.terms = nn.ModuleList(terms)
+        self.weights = [float(w) for w in weights]
+        self.keys = list(keys)
+        self.last_terms: dict = {}
+
+    def forward(self, logits, target):
+        total, values = None, {}
+        for key, w, term in zip(self.keys, self.weights, self.terms):
+            v = term(logits, target)
+            values[key] = v.detach()
+            total = w * v if total is None else total + w * v
+        self.last_terms = values
+        return total
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}*{w:g}" for k, w in zip(self.keys, self.weights))
+
+
+def find_subclassified(loss: nn.Module):
+    """The SubclassifiedLoss inside a built loss (itself, or a term of a weighted sum), or None: use it to log
+    weight maps (`.last_weight_map` after a forward, or `.weights(logits, target)`)."""
+    for m in loss.modules():
+        if isinstance(m, SubclassifiedLoss):
+            return m
+    return None
+
+
+def _class_weight(value, where, label_map, num_classes=None):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "content":
+            raise ConfigError(f"{where}: class_weight must be null, 'content' or a list of numbers, got {value!r}")
+        if label_map is None:
+            from ..data.labels import LabelMap
+            label_map = LabelMap.from_yaml()
+        return torch.tensor(label_map.class_weights(), dtype=torch.float32)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                                         for v in value):
+        if label_map is not None and len(value) != label_map.num_classes:
+            raise ConfigError(f"{where}: class_weight has {len(value)} entries, the label config has "
+                              f"{label_map.num_classes} classes")
+        return [float(v) for v in value]
+    raise ConfigError(f"{where}: class_weight must be null, 'content' or a list of numbers, got {value!r}")
+
+
+def _check_value(key, value, where):
+    if value is None and key in _NULLABLE:
+        return value
+    if key in _FLOAT_KEYS:
+        if isinstance(value, str) and value.strip().lower() in ("-inf", "inf", "+inf", "-.inf", ".inf"):
+            return float(value.replace(".", ""))
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        return float(value)
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        return int(value)
+    return value
+
+
+def _build_one(cfg: dict, where: str, label_map, allow_weight: bool):
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {cfg!r}")
+    if "name" not in cfg:
+        raise ConfigError(f"{where}: missing 'name'; valid names: {sorted(LOSSES)}")
+    name = cfg["name"]
+    if name not in LOSSES:
+        raise ConfigError(f"{where}: unknown loss name {name!r}; valid names: {sorted(LOSSES)}")
+    cls, defaults = LOSSES[name]
+    extra = {"name", "weight"} if allow_weight else {"name"}
+    unknown = sorted(set(cfg) - set(defaults) - extra)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for loss {name!r}; valid keys: "
+                          f"{sorted(set(defaults) | extra)}")
+    opts = dict(defaults)
+    opts.update({k: v for k, v in cfg.items() if k not in extra})
+    opts = {k: _check_value(k, v, f"{where} ({name})") for k, v in opts.items()}
+    if _CW in opts:
+        opts[_CW] = _class_weight(opts[_CW], f"{where} ({name})", label_map)
+    weight = cfg.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+        raise ConfigError(f"{where} ({name}): weight must be a finite number, got {weight!r}")
+    try:
+        module = cls(**opts)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} ({name}): {exc}") from None
+    module.name = name
+    return name, float(weight), module
+
+
+def build_loss(cfg, label_map=None) -> nn.Module:
+    """Build a loss from a name, a mapping {name, ...options} or a list of {name, weight, ...options} terms.
+
+    label_map (a lidarseg LabelMap) supplies `class_weight: content`; without it the default label config is read.
+    A single loss is returned as its module; a list as a WeightedSumLoss (also a list of one term)."""
+    if isinstance(cfg, str):
+        cfg = {"name": cfg}
+    if isinstance(cfg, dict):
+        name, weight, module = _build_one(cfg, "loss", label_map, allow_weight=True)
+        if weight != 1.0:
+            return WeightedSumLoss([module], [weight], [name])
+        return module
+    if isinstance(cfg, (list, tuple)):
+        if not cfg:
+            raise ConfigError(f"loss: empty list of terms; valid names: {sorted(LOSSES)}")
+        terms, weights, keys = [], [], []
+        for i, item in enumerate(cfg):
+            name, weight, module = _build_one(item, f"loss[{i}]", label_map, allow_weight=True)
+            key, n = name, 2
+            while key in keys:
+                key, n = f"{name}_{n}", n + 1
+            terms.append(module)
+            weights.append(weight)
+            keys.append(key)
+        return WeightedSumLoss(terms, weights, keys)
+    raise ConfigError(f"loss: expected a name, a mapping or a list of mappings, got {type(cfg).__name__}")
