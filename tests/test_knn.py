@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lidarseg.bench.knn import make_knn_inputs, reference_knn_torch
+from lidarseg.data.labels import LabelMap
 from lidarseg.errors import DataError
 from lidarseg.postproc import gaussian_inverse_weights, knn_refine, knn_refine_numpy, knn_refine_torch
 
@@ -46,8 +47,10 @@ def knn_transcription(proj_range, unproj_range, proj_argmax, px, py, k=5, search
 
 
 @pytest.fixture(scope="module")
-def scan():
-    pr, ur, pa, px, py, _ = make_knn_inputs(num_points=30_000, H=64, W=512, seed=3)
+def scan(make_synthetic_scan):
+    """A synthetic street scan (~30k points) projected to 64x512, with a noisy pixel prediction."""
+    points, raw = make_synthetic_scan(sequence=8, index=0, seed=3, azimuth_steps=512)
+    pr, ur, pa, px, py = make_knn_inputs(points, LabelMap.from_yaml().to_train(raw), 64, 512, seed=3)
     # a few points that are not projected (padding), as in a collated batch
     px = np.concatenate([px, [-1, -1]])
     py = np.concatenate([py, [-1, -1]])

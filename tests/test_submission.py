@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lidarseg.cli import main
-from lidarseg.data.io import read_label, write_scan
+from lidarseg.data.io import read_label
 from lidarseg.data.labels import LabelMap
 from lidarseg.errors import DataError
 from lidarseg.submission import build_submission, validate_submission, write_prediction
@@ -37,14 +37,16 @@ def official_validate(zip_path, dataset, sequences):
     return None
 
 
-def make_test_split(root, scans=3, seed=0):
-    rng = np.random.default_rng(seed)
-    data, preds = root / "data", root / "preds"
-    for s in range(scans):
-        n = int(rng.integers(100, 300))
-        write_scan(data / "sequences" / "11" / "velodyne" / f"{s:06d}.bin", rng.normal(size=(n, 4)).astype(np.float32))
-        write_prediction(preds, 11, s, rng.integers(0, LM.num_classes, n), LM)
-    return data, preds
+@pytest.fixture
+def test_split(synthetic_root, tmp_path):
+    """(data, preds): the synthetic dataset (test sequence 11 has 3 scans, no labels) and random predictions of the
+    right length for each of its scans under tmp_path/preds."""
+    rng = np.random.default_rng(0)
+    preds = tmp_path / "preds"
+    for scan in sorted((synthetic_root / "sequences" / "11" / "velodyne").glob("*.bin")):
+        n = scan.stat().st_size // 16
+        write_prediction(preds, 11, scan.stem, rng.integers(0, LM.num_classes, n), LM)
+    return synthetic_root, preds
 
 
 def test_write_prediction_raw_ids_atomic(tmp_path, monkeypatch):
@@ -67,8 +69,8 @@ def test_write_prediction_raw_ids_atomic(tmp_path, monkeypatch):
         write_prediction(tmp_path, 8, 44, np.array([20]), LM)
 
 
-def test_build_and_validate(tmp_path, capsys):
-    data, preds = make_test_split(tmp_path)
+def test_build_and_validate(tmp_path, test_split, capsys):
+    data, preds = test_split
     out = tmp_path / "sub" / "submission.zip"
     assert main(["submission", "--predictions", str(preds), "--data", str(data), "--out", str(out)]) == 0
     cap = capsys.readouterr()
@@ -83,8 +85,8 @@ def test_build_and_validate(tmp_path, capsys):
     assert len(validate_submission(out, data, ["11"])) == 3
 
 
-def test_missing_or_wrong_length_prediction(tmp_path):
-    data, preds = make_test_split(tmp_path)
+def test_missing_or_wrong_length_prediction(tmp_path, test_split):
+    data, preds = test_split
     pdir = preds / "sequences" / "11" / "predictions"
     (pdir / "000001.label").unlink()
     (pdir / "000002.label").write_bytes(b"\0" * 8)
@@ -94,8 +96,8 @@ def test_missing_or_wrong_length_prediction(tmp_path):
     assert not (tmp_path / "s.zip").exists()
 
 
-def test_validator_rejects_zip_without_dir_entries(tmp_path):
-    data, preds = make_test_split(tmp_path)
+def test_validator_rejects_zip_without_dir_entries(tmp_path, test_split):
+    data, preds = test_split
     bad = tmp_path / "bad.zip"
     with zipfile.ZipFile(bad, "w") as zf:
         for p in sorted((preds / "sequences" / "11" / "predictions").iterdir()):

@@ -93,68 +93,88 @@ def _less(a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _knn_kernel(proj_range, unproj_range, proj_argmax, px, py, weights, k, search, cutoff, num_classes, wrap, out):
+def _padded_images(proj_range, proj_argmax, pad, wrap):
+    """The range and label images with `pad` pixels on every side, flattened row-major (width W + 2 pad):
+    empty pixels (range < 0) get range +inf; the padding is range 0, label 0 (zero padding), except that with
+    `wrap` the left/right padding repeats the columns of the other side (the rows above and below stay zero).
+    Built once per call, so the kernels read any window entry with one load and no border test."""
     H, W = proj_range.shape
-    pad = (search - 1) // 2
-    centre = (search * search - 1) // 2
+    Wp = W + 2 * pad
+    rng = np.zeros((H + 2 * pad) * Wp, dtype=np.float32)
+    lab = np.zeros((H + 2 * pad) * Wp, dtype=np.int32)
     inf = np.float32(np.inf)
-    zero = np.float32(0.0)
+    for y in range(H):
+        row = (y + pad) * Wp + pad
+        for x in range(W):
+            v = proj_range[y, x]
+            rng[row + x] = inf if v < 0 else v
+            lab[row + x] = proj_argmax[y, x]
+        if wrap:
+            for c in range(pad):
+                rng[row - pad + c] = rng[row + W - pad + c]
+                lab[row - pad + c] = lab[row + W - pad + c]
+                rng[row + W + c] = rng[row + c]
+                lab[row + W + c] = lab[row + c]
+    return rng, lab
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_offsets(search, padded_width):
+    """Flat offsets of the S x S window entries (row-major) from the window's top-left corner."""
+    off = np.empty(search * search, dtype=np.int64)
+    for a in range(search):
+        for b in range(search):
+            off[a * search + b] = a * padded_width + b
+    return off
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_start(x, y, W, H, padded_width):
+    """Flat index of the top-left corner of the window around pixel (x, y) in the padded images; -1 for a point
+    that is not projected (x or y < 0), -2 for a pixel outside the image."""
+    if x < 0 or y < 0:
+        return -1
+    if x >= W or y >= H:
+        return -2
+    return y * padded_width + x
+
+
+@numba.njit(cache=True, nogil=True)
+def _knn_kernel(rng, lab, W, H, unproj_range, px, py, weights, k, search, cutoff, num_classes, out):
+    """General kernel (any odd search, any k, NaN ranges) on the padded images of `_padded_images`."""
+    Wp = W + search - 1
+    centre = (search * search - 1) // 2
+    off = _window_offsets(search, Wp)
     use_cutoff = cutoff > 0
     best_d = np.empty(k, dtype=np.float32)
     best_l = np.empty(k, dtype=np.int64)
     counts = np.zeros(num_classes + 1, dtype=np.int64)
     bad = 0
     for i in range(px.shape[0]):
-        x = px[i]
-        y = py[i]
-        if x < 0 or y < 0:
+        start = _window_start(px[i], py[i], W, H, Wp)
+        if start < 0:
             out[i] = 0
-            continue
-        if x >= W or y >= H:
-            out[i] = 0
-            bad += 1
+            bad += start == -2
             continue
         r = unproj_range[i]
         m = 0
-        j = 0
-        for dy in range(-pad, pad + 1):
-            yy = y + dy
-            row_in = 0 <= yy < H
-            for dx in range(-pad, pad + 1):
-                if j == centre:
-                    nr = r
-                    lab = proj_argmax[y, x]
-                else:
-                    xx = x + dx
-                    if wrap:
-                        if xx < 0:
-                            xx += W
-                        elif xx >= W:
-                            xx -= W
-                    if row_in and 0 <= xx < W:
-                        nr = proj_range[yy, xx]
-                        if nr < zero:
-                            nr = inf
-                        lab = proj_argmax[yy, xx]
-                    else:
-                        nr = zero
-                        lab = 0
-                d = abs(nr - r) * weights[j]
-                j += 1
-                # keep the k smallest, sorted; strict comparisons keep the earliest entry among equals
-                if m < k:
-                    pos = m
-                    m += 1
-                elif _less(d, best_d[k - 1]):
-                    pos = k - 1
-                else:
-                    continue
-                while pos > 0 and _less(d, best_d[pos - 1]):
-                    best_d[pos] = best_d[pos - 1]
-                    best_l[pos] = best_l[pos - 1]
-                    pos -= 1
-                best_d[pos] = d
-                best_l[pos] = lab
+        for j in range(search * search):
+            nr = r if j == centre else rng[start + off[j]]
+            d = abs(nr - r) * weights[j]
+            # keep the k smallest, sorted; strict comparisons keep the earliest entry among equals
+            if m < k:
+                pos = m
+                m += 1
+            elif _less(d, best_d[k - 1]):
+                pos = k - 1
+            else:
+                continue
+            while pos > 0 and _less(d, best_d[pos - 1]):
+                best_d[pos] = best_d[pos - 1]
+                best_l[pos] = best_l[pos - 1]
+                pos -= 1
+            best_d[pos] = d
+            best_l[pos] = lab[start + off[j]]
         for c in range(num_classes + 1):
             counts[c] = 0
         for t in range(m):
@@ -171,113 +191,92 @@ def _knn_kernel(proj_range, unproj_range, proj_argmax, px, py, weights, k, searc
     return bad
 
 
-@numba.njit(cache=True, nogil=True)
-def _knn_kernel_5x5(proj_range, unproj_range, proj_argmax, px, py, weights, cutoff, num_classes, wrap, out):
-    """Fast path for search = 5, k = 5 and NaN-free ranges; same result as `_knn_kernel`.
+_BATCH = 32  # points per batch of the 5x5 kernel (the SIMD lanes run over the points of a batch)
 
-    The 25 distances are non-negative floats, whose IEEE bit patterns sort like the values, so each window entry
-    becomes the uint64 key (bits << 32 | window index): ordering these keys is the (distance, index) order of the
-    tie-break convention, and the 5 smallest are kept with a branch-free min/max insertion network."""
-    H, W = proj_range.shape
-    inf = np.float32(np.inf)
-    zero = np.float32(0.0)
+
+@numba.njit(cache=True, nogil=True)
+def _knn_kernel_5x5(rng, lab, W, H, unproj_range, px, py, weights, cutoff, num_classes, out):
+    """Fast path for search = 5, k = 5 and finite distances (no NaN range, finite point ranges); same result as
+    `_knn_kernel`.
+
+    Points are processed in batches of `_BATCH`, each step a loop over the points of the batch without branches,
+    which the compiler vectorises: (1) the 25 distances of every point, stored [entry, point]; (2) the 5
+    smallest: the distances are non-negative floats, whose IEEE bit patterns sort like the values, so each window
+    entry becomes the uint64 key (bits << 32 | window index), ordering these keys is the (distance, index) order
+    of the tie-break convention, and a min/max insertion network keeps the 5 smallest; (3) their labels (the
+    dummy class C beyond the cutoff); (4) the vote: score = count * (C + 1) + (C - label) for labels in 1..C-1,
+    the highest score wins (most votes, then lowest id), no valid vote -> class 1."""
+    B = _BATCH
+    Wp = W + 4
+    off = _window_offsets(5, Wp)
+    n = px.shape[0]
+    dist = np.zeros((25, B), dtype=np.float32)
+    bits = dist.view(np.uint32)
+    start = np.full(B, -1, dtype=np.int64)
+    keys = np.empty((5, B), dtype=np.uint64)
+    labs = np.empty((5, B), dtype=np.int32)
+    score = np.empty(B, dtype=np.int32)
     top = np.uint64(0xFFFFFFFFFFFFFFFF)
     sh = np.uint64(32)
     low = np.uint64(31)
-    dist = np.empty(25, dtype=np.float32)
-    bits = dist.view(np.uint32)
-    labs = np.empty(26, dtype=np.int64)
-    labs[25] = num_classes  # the label of an invalid (beyond-cutoff) vote
-    cut_bits = np.full(1, cutoff if cutoff > 0 else inf, dtype=np.float32).view(np.uint32)[0]
-    sel = np.empty(5, dtype=np.int64)
+    cut_bits = np.full(1, cutoff if cutoff > 0 else np.inf, dtype=np.float32).view(np.uint32)[0]
+    C = np.int32(num_classes)
+    C1 = np.int32(num_classes + 1)
     bad = 0
-    for i in range(px.shape[0]):
-        x = px[i]
-        y = py[i]
-        if x < 0 or y < 0:
-            out[i] = 0
-            continue
-        if x >= W or y >= H:
-            out[i] = 0
-            bad += 1
-            continue
-        r = unproj_range[i]
-        if 2 <= y < H - 2 and 2 <= x < W - 2:
+    for s in range(0, n, B):
+        m = min(B, n - s)
+        for p in range(m):
+            i = s + p
+            st = _window_start(px[i], py[i], W, H, Wp)
+            bad += st == -2
+            start[p] = st
+            st = max(st, 0)
+            r = unproj_range[i]
             for a in range(5):
-                row = proj_range[y - 2 + a]
-                lrow = proj_argmax[y - 2 + a]
+                row = st + a * Wp
                 for b in range(5):
-                    nr = row[x - 2 + b]
-                    nr = inf if nr < zero else nr
-                    dist[a * 5 + b] = abs(nr - r) * weights[a * 5 + b]
-                    labs[a * 5 + b] = lrow[x - 2 + b]
-        else:
-            for a in range(5):
-                yy = y - 2 + a
-                for b in range(5):
-                    xx = x - 2 + b
-                    if wrap:
-                        if xx < 0:
-                            xx += W
-                        elif xx >= W:
-                            xx -= W
-                    if 0 <= yy < H and 0 <= xx < W:
-                        nr = proj_range[yy, xx]
-                        nr = inf if nr < zero else nr
-                        labs[a * 5 + b] = proj_argmax[yy, xx]
-                    else:
-                        nr = zero
-                        labs[a * 5 + b] = 0
-                    dist[a * 5 + b] = abs(nr - r) * weights[a * 5 + b]
-        dist[12] = abs(r - r) * weights[12]
-        labs[12] = proj_argmax[y, x]
-        b0 = top
-        b1 = top
-        b2 = top
-        b3 = top
-        b4 = top
+                    dist[a * 5 + b, p] = abs(rng[row + b] - r) * weights[a * 5 + b]
+            dist[12, p] = abs(r - r) * weights[12]
+        for p in range(m, B):
+            start[p] = -1
+        for p in range(B):
+            for t in range(5):
+                keys[t, p] = top
         for j in range(25):
-            v = (np.uint64(bits[j]) << sh) | np.uint64(j)
-            lo = min(b0, v)
-            v = max(b0, v)
-            b0 = lo
-            lo = min(b1, v)
-            v = max(b1, v)
-            b1 = lo
-            lo = min(b2, v)
-            v = max(b2, v)
-            b2 = lo
-            lo = min(b3, v)
-            v = max(b3, v)
-            b3 = lo
-            b4 = min(b4, v)
-        # window index of each selected entry, or 25 (-> dummy label) when its distance is beyond the cutoff
-        sel[0] = (b0 & low) if (b0 >> sh) <= cut_bits else 25
-        sel[1] = (b1 & low) if (b1 >> sh) <= cut_bits else 25
-        sel[2] = (b2 & low) if (b2 >> sh) <= cut_bits else 25
-        sel[3] = (b3 & low) if (b3 >> sh) <= cut_bits else 25
-        sel[4] = (b4 & low) if (b4 >> sh) <= cut_bits else 25
-        # mode of the 5 labels over classes 1..C-1: score = count * (C + 1) + (C - label), highest wins
-        best_score = -1
-        best = 1
-        for t in range(5):
-            lt = labs[sel[t]]
-            cnt = 0
-            for u in range(5):
-                cnt += labs[sel[u]] == lt
-            score = cnt * (num_classes + 1) + (num_classes - lt)
-            if lt >= 1 and lt < num_classes and score > best_score:
-                best_score = score
-                best = lt
-        out[i] = best
+            jj = np.uint64(j)
+            for p in range(B):
+                v = (np.uint64(bits[j, p]) << sh) | jj
+                for t in range(4):
+                    kt = keys[t, p]
+                    keys[t, p] = min(kt, v)
+                    v = max(kt, v)
+                keys[4, p] = min(keys[4, p], v)
+        for p in range(B):
+            st = max(start[p], 0)
+            for t in range(5):
+                key = keys[t, p]
+                lt = lab[st + off[key & low]]
+                labs[t, p] = lt if (key >> sh) <= cut_bits else C
+        for p in range(B):
+            best = np.int32(0)
+            for t in range(5):
+                lt = labs[t, p]
+                cnt = np.int32(0)
+                for u in range(5):
+                    cnt += labs[u, p] == lt
+                best = max(best, cnt * C1 + (C - lt) if (lt >= 1) & (lt < C) else np.int32(0))
+            score[p] = best
+        for p in range(m):
+            sc = score[p]
+            out[s + p] = 0 if start[p] < 0 else (C - sc % C1 if sc > 0 else 1)
     return bad
 
 
 def knn_refine_numpy(proj_range, unproj_range, proj_argmax, px, py, k=5, search=5, sigma=1.0, cutoff=1.0,
                      num_classes=20, wrap=False, fast_path_off=False) -> np.ndarray:
     """numba implementation on numpy arrays (one thread); returns int64 [N] train ids. Ranges are used as
-    float32. search = k = 5 without NaN ranges takes a branch-free fast path (`fast_path_off=True` forces the
-    general kernel; both give the same result)."""
+    float32. search = k = 5 without NaN (or infinite point) ranges takes a vectorised fast path
+    (`fast_path_off=True` forces the general kernel; both give the same result)."""
     proj_range = np.asarray(proj_range)
     unproj_range = np.asarray(unproj_range)
     proj_argmax = np.asarray(proj_argmax)
@@ -292,6 +291,8 @@ def knn_refine_numpy(proj_range, unproj_range, proj_argmax, px, py, k=5, search=
             raise DataError(f"KNN: {name} must be integer, got {a.dtype}")
     H, W = proj_range.shape
     _check_params(k, search, num_classes, wrap, W)
+    if num_classes > 2 ** 24:
+        raise ValueError(f"num_classes must be <= 2^24 for the numba implementation, got {num_classes}")
     proj_range = np.ascontiguousarray(proj_range, dtype=np.float32)
     unproj_range = np.ascontiguousarray(unproj_range, dtype=np.float32)
     proj_argmax = np.ascontiguousarray(proj_argmax, dtype=np.int64)
@@ -301,13 +302,15 @@ def knn_refine_numpy(proj_range, unproj_range, proj_argmax, px, py, k=5, search=
         _check_values(int(proj_argmax.min()), int(proj_argmax.max()), num_classes, 0)
     out = np.empty(px.shape[0], dtype=np.int64)
     weights = _weights_cached(search, float(sigma))
-    if search == 5 and k == 5 and not fast_path_off and not (np.isnan(proj_range).any()
-                                                            or np.isnan(unproj_range).any()):
-        bad = _knn_kernel_5x5(proj_range, unproj_range, proj_argmax, px, py, weights, np.float32(cutoff),
-                              int(num_classes), bool(wrap), out)
+    rng, lab = _padded_images(proj_range, proj_argmax, (search - 1) // 2, bool(wrap))
+    # the fast path reads (and discards) the window at pixel (0, 0) for points that are not projected
+    if search == 5 and k == 5 and not fast_path_off and proj_range.size and not np.isnan(proj_range).any() \
+            and np.isfinite(unproj_range).all():
+        bad = _knn_kernel_5x5(rng, lab, W, H, unproj_range, px, py, weights, np.float32(cutoff), int(num_classes),
+                              out)
     else:
-        bad = _knn_kernel(proj_range, unproj_range, proj_argmax, px, py, weights, int(k), int(search),
-                          np.float32(cutoff), int(num_classes), bool(wrap), out)
+        bad = _knn_kernel(rng, lab, W, H, unproj_range, px, py, weights, int(k), int(search), np.float32(cutoff),
+                          int(num_classes), out)
     _check_values(0, 0, num_classes, int(bad))
     return out
 
