@@ -14,6 +14,7 @@ _EXPORTS = {
     "SemanticKITTI": "dataset", "collate": "dataset",
     "PointAugmentation": "augment",
     "compute_stats": "stats",
+    "KPRNetDataset": "kprnet", "collate_kprnet": "kprnet", "KPRNetGeometry": "kprnet",
 }
 
 __all__ = sorted(_EXPORTS)
