@@ -1,0 +1,75 @@
+"""`lidarseg infer`: predict a split with a training checkpoint and write SemanticKITTI prediction files.
+
+    lidarseg infer --checkpoint runs/demo/best.pt --split valid --out runs/demo/predictions
+    lidarseg infer --checkpoint best.pt --data /data/semantic-kitti --split test --out preds --no-knn
+
+The model is rebuilt from the config inside the checkpoint. Prints the time per scan of each stage (load+project,
+network, KNN, write) and, where the split has labels, the point-level IoU per class (official convention).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by `lidarseg train` (last.pt/best.pt)")
+    parser.add_argument("--data", help="dataset root (default: the data.root of the checkpoint's config)")
+    parser.add_argument("--split", default="valid", help="split of the label config: valid, test or train "
+                                                        "(default: %(default)s)")
+    parser.add_argument("--out", required=True, help="prediction root: OUT/sequences/NN/predictions/*.label")
+    parser.add_argument("--knn", action=argparse.BooleanOptionalAction, default=None,
+                        help="KNN post-processing (default: postproc.knn of the checkpoint's config)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the config's train.threads, "
+                        "else torch's default)")
+    parser.add_argument("--limit", type=int, help="only the first N scans of the split")
+    parser.add_argument("--json", help="also write timings and metrics as JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..data.io import atomic_write_bytes
+    from ..engine.inference import load_model, predict_split, timing_lines
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg, label_map = load_model(args.checkpoint, torch.device(device))
+    threads = args.threads or cfg["train"].get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    if args.data:
+        cfg = {**cfg, "data": {**cfg["data"], "root": str(Path(args.data).expanduser().resolve())}}
+    knn = cfg["postproc"]["knn"] if args.knn is None else args.knn
+    p = cfg["postproc"]
+    mode = getattr(model, "input_mode", "range")
+    knn_text = (f"on (k={p['k']}, search={p['search']}, sigma={p['sigma']}, cutoff={p['cutoff']})" if knn
+                else "off (each point takes its pixel's label)")
+    if mode != "range":
+        knn_text = "not used (the network predicts every point)"
+    print(f"checkpoint {args.checkpoint}: {cfg['model']['name']}, {mode} input, device {device}; KNN {knn_text}")
+    result = predict_split(model, cfg, label_map, args.split, args.out, knn=knn, device=device, limit=args.limit,
+                           progress=not args.no_progress)
+    print(f"wrote {result['scans']} prediction files under {Path(args.out) / 'sequences'}")
+    print("\n".join(timing_lines(result["times"], result["knn"])))
+    report = {"scans": result["scans"], "knn": result["knn"],
+              "seconds_per_scan": {k: v for k, v in result["times"].items()}}
+    ev = result["evaluator"]
+    if ev is not None:
+        from ..evaluation import EvalResult
+        kind = "point_knn" if result["knn"] else "point"
+        cm = ev.matrix(kind)
+        res = EvalResult(confusion=cm, names=label_map.names, split=args.split, sequences=[])
+        label = "with KNN" if result["knn"] else "without KNN"
+        print(f"point-level IoU on {args.split} ({label}; official convention):")
+        print(res.table())
+        report["metrics"] = cm.to_dict(label_map.names)
+    else:
+        print(f"split {args.split} has no labels: no IoU (submit the test predictions with `lidarseg submission`)",
+              file=sys.stderr)
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
+    return 0

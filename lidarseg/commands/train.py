@@ -1,0 +1,64 @@
+"""`lidarseg train`: train a network from a YAML config (one process, or one per GPU under torchrun).
+
+    lidarseg train --config configs/demo.yaml
+    lidarseg train --config configs/rangenet53.yaml --data /data/semantic-kitti --out runs/rn53 --resume auto
+    torchrun --nproc_per_node 4 -m lidarseg train --config configs/kprnet.yaml --data /data/semantic-kitti
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lidarseg import PROJECT_ROOT
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", required=True, help="training config YAML (composes with configs/base.yaml)")
+    parser.add_argument("--data", help="dataset root in SemanticKITTI layout (sets data.root)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=0.005 (repeatable; YAML values)")
+    parser.add_argument("--out", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--resume", metavar="auto|PATH",
+                        help="continue a run: 'auto' = <out>/last.pt when it exists, or a checkpoint path")
+    parser.add_argument("--seed", type=int, help="random seed (sets train.seed)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (sets train.progress=false)")
+
+
+def resolve(args) -> tuple[dict, Path]:
+    """The resolved config and run directory of the command line."""
+    from lidarseg.engine.config import load_config
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.root={Path(args.data).expanduser().resolve()}")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.quiet:
+        overrides.append("train.progress=false")
+    cfg = load_config(args.config, overrides)
+    out = Path(args.out) if args.out else PROJECT_ROOT / "runs" / Path(args.config).stem
+    return cfg, out
+
+
+def run(args) -> int:
+    from lidarseg.engine import distributed
+    from lidarseg.engine.checkpoint import find_resume
+    from lidarseg.engine.config import dump
+    from lidarseg.engine.trainer import Trainer
+    from lidarseg.errors import ConfigError
+
+    cfg, out = resolve(args)
+    resume = find_resume(out, args.resume)
+    if resume is None and (out / "last.pt").is_file():
+        raise ConfigError(f"{out} already holds a run (last.pt); continue it with --resume auto, or choose "
+                          "another --out")
+    ctx = distributed.init(cfg["train"]["device"])
+    try:
+        if ctx.is_main:
+            print("resolved config:\n" + "\n".join("  " + line for line in dump(cfg).splitlines()), flush=True)
+        result = Trainer(cfg, out, ctx, resume=resume).fit()
+    finally:
+        distributed.shutdown(ctx)
+    if ctx.is_main:
+        best = out / "best.pt"
+        print(f"checkpoints: {out / 'last.pt'}" + (f", {best}" if best.is_file() else ""), file=sys.stderr)
+    return 130 if result.get("stopped") else 0

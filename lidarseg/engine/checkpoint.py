@@ -1,0 +1,91 @@
+"""Checkpoints: one file per checkpoint holding everything needed to continue or to infer.
+
+Keys: format, version, config (resolved), model, optimizer, scheduler, scaler, rng, epoch (epochs completed),
+step (optimizer steps done), batch_in_epoch (batches of epoch `epoch` already consumed; 0 at an epoch boundary),
+best_metric, best_epoch, metrics (last validation). Written through a temporary file in the same directory and
+`os.replace`, so a killed process never leaves a truncated checkpoint under the final name.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+FORMAT = "lidarseg-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Atomically write `state` (plus format/version tags) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint`; DataError if missing, truncated or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path}")
+    try:
+        # weights_only=False: the file also holds numpy RNG state and the config; only load files you trust.
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise DataError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DataError(f"{path} is not a lidarseg checkpoint (no '{FORMAT}' tag); "
+                        "expected a file written by `lidarseg train`")
+    if state.get("version", 0) > VERSION:
+        raise DataError(f"checkpoint {path} has format version {state['version']}; this lidarseg reads <= {VERSION}")
+    for key in ("config", "model"):
+        if key not in state:
+            raise DataError(f"checkpoint {path} lacks '{key}'")
+    return state
+
+
+def find_resume(run_dir, resume: str | None) -> Path | None:
+    """`--resume auto` -> run_dir/last.pt if present (else None: a fresh start); a path -> that path."""
+    if not resume:
+        return None
+    if resume == "auto":
+        last = Path(run_dir) / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise DataError(f"--resume {resume}: checkpoint not found")
+    return path
