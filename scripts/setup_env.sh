@@ -20,13 +20,15 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   "$PYTHON" -m pip install --quiet "torch==2.13.0"
 fi
 
-# Stamp = hash of the package metadata + interpreter + extras; reinstall only when one of them changed.
+# Reinstall (editable) when an import fails, or when the package metadata or the interpreter changed since the last
+# install (stamp = their hash). The import check runs outside the repository, so a stale editable install that
+# does not map a package (e.g. one made before models/ existed) is caught too. Test extras are checked by import.
 stamp_file="$ROOT/.lidarseg-installed"
-stamp=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; "$PYTHON" -c "import sys; print(sys.executable)"; echo "$extras"; } | sha256sum | cut -d' ' -f1)
-want_mods="lidarseg numba yaml tensorboard tqdm scipy"
+stamp=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; "$PYTHON" -c "import sys; print(sys.executable)"; } | sha256sum | cut -d' ' -f1)
+want_mods="lidarseg models numba yaml tensorboard tqdm scipy"
 [ "$extras" = "test" ] && want_mods="$want_mods pytest hypothesis"
 have_all=1
-"$PYTHON" -c "import importlib,sys; [importlib.import_module(m) for m in sys.argv[1:]]" $want_mods >/dev/null 2>&1 || have_all=0
+(cd / && "$PYTHON" -c "import importlib.util as u,sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" $want_mods) >/dev/null 2>&1 || have_all=0
 if [ "$have_all" = 0 ] || [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ]; then
   spec="."
   [ "$extras" = "test" ] && spec=".[test]"
