@@ -411,3 +411,54 @@ def test_docs_examples_run():
     torch.testing.assert_close(out, 0.5 * SubclassifiedLoss(threshold=0.9)(s, y))
     out.backward()
     assert head_loss.loss_name == "loss_subcls" and torch.isfinite(s.grad).all()
+
+
+# ---------------------------------------------------------------- the fast path's exact decision and knobs
+def test_pass_threshold_decides_exactly_like_the_division():
+    """d / D > tau  <=>  d > t(D), for floats d at and around the boundary, for positive and negative tau."""
+    from lidarseg.losses.subclassified import _pass_threshold
+    g = torch.Generator().manual_seed(19)
+    den = torch.cat([torch.rand(2000, generator=g) * 300 + 1e-5, torch.tensor([1e-5, 1.0, 3.0, 1e6])])
+    for tau in (0.98, 0.5, 0.0, -0.3, 1.01, 0.9800000190734863):
+        t = _pass_threshold(den, tau)
+        assert t is not None
+        for d in (t, torch.nextafter(t, torch.tensor(math.inf)), torch.nextafter(t, torch.tensor(-math.inf)),
+                  den * tau, torch.randn(den.shape, generator=g) * den):
+            assert torch.equal((d / den) > tau, d > t)
+
+
+@pytest.mark.parametrize("tau", [0.98, 0.0, -0.5, -math.inf])
+def test_counts_equal_dense_for_all_threshold_signs(tau):
+    """Same-label pairs only, also for tau <= 0 (the min-combined thresholds and the padding mask)."""
+    y = range_labels(2, 32, 256, seed=20)
+    s = clustered_logits(y, noise=1.0, seed=2) - 1.0       # mixed signs: negative similarities occur
+    _, _, sim, same, (q, yq, r, yr) = dense_official(s, y, tau=0.98)
+    kd = ((sim > tau) & same).sum(2).float()
+    ones_q, ones_r = torch.ones_like(yq, dtype=torch.bool), torch.ones_like(yr, dtype=torch.bool)
+    for chunk, max_pairs in ((64, 1 << 22), (5, 300)):
+        k = subclass_counts(q, yq, ones_q, r, yr, ones_r, tau, chunk, max_pairs)
+        assert torch.equal(k, kd)
+    # inactive references and queries take no part
+    act_q, act_r = yq != 0, yr != 0
+    k = subclass_counts(q, yq, act_q, r, yr, act_r, tau)
+    kd_valid = ((sim > tau) & same & act_r[:, None, :]).sum(2).float() * act_q
+    assert torch.equal(k, kd_valid)
+
+
+def test_cpu_threads_only_changes_speed():
+    y = range_labels(2, 32, 128, seed=21)
+    s = clustered_logits(y, noise=0.3)
+    n = torch.get_num_threads()
+    w1 = SubclassifiedLoss(cpu_threads=1).weights(s, y)
+    assert torch.get_num_threads() == n
+    assert torch.equal(w1, SubclassifiedLoss(cpu_threads=None).weights(s, y))
+    with pytest.raises(ValueError, match="cpu_threads"):
+        SubclassifiedLoss(cpu_threads=0)
+
+
+def test_strided_nearest_labels_equal_interpolate():
+    from lidarseg.losses.subclassified import _nearest_labels
+    y = torch.randint(0, 20, (2, 64, 96))
+    for size in ((16, 24), (8, 12), (64, 96), (1, 1), (32, 3)):
+        ref = F.interpolate(y[:, None].double(), size=size, mode="nearest").reshape(2, -1).long()
+        assert torch.equal(_nearest_labels(y, size), ref)

@@ -32,12 +32,12 @@ LOSSES = {
     "ohem": (OhemCrossEntropy, {"thresh": 0.9, "min_kept": 10000, _CW: None, "ignore_index": 0}),
     "subclassified": (SubclassifiedLoss, {
         "threshold": 0.98, "eps": 10.0, "power": 0.5, "max_weight": 10.0, "ref_stride": 8, "query_stride": 4,
-        "similarity_input": "logits", "normalize": "valid", _CW: None, "ignore_index": 0, "chunk": 512,
-        "max_pairs": 1 << 22}),
+        "similarity_input": "logits", "normalize": "valid", _CW: None, "ignore_index": 0, "chunk": 64,
+        "max_pairs": 1 << 22, "cpu_threads": 1}),
 }
 _FLOAT_KEYS = {"threshold", "eps", "power", "max_weight", "gamma", "thresh"}
-_INT_KEYS = {"ref_stride", "query_stride", "min_kept", "ignore_index", "chunk", "max_pairs"}
-_NULLABLE = {"max_weight", "ignore_index", _CW}
+_INT_KEYS = {"ref_stride", "query_stride", "min_kept", "ignore_index", "chunk", "max_pairs", "cpu_threads"}
+_NULLABLE = {"max_weight", "ignore_index", "cpu_threads", _CW}
 
 
 class WeightedSumLoss(nn.Module):

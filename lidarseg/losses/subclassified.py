@@ -14,9 +14,10 @@ reference-grid pixels with the same label whose score vector is nearly identical
 
 The published code builds the B x N_q x N_r similarity matrix. Here only same-label pairs are compared: the pixels
 are sorted by (image, label, squared norm), and because sim_ij <= sqrt(min(|q|^2,|r|^2) / max(|q|^2,|r|^2)), a
-query can only match references whose squared norm lies within a factor threshold^2 of its own. Each chunk of
-sorted queries is therefore compared with one contiguous window of sorted references, in pieces of at most
-`max_pairs` pairs, with the same float32 formula as the published code. The N_q x N_r matrix is never built.
+query can only match references whose squared norm lies within a factor threshold^2 of its own. Blocks of `chunk`
+sorted queries are each compared with one contiguous window of sorted references, all blocks batched into a few
+padded matmuls; the published float32 test is decided exactly without dividing (see `_pass_threshold`). The
+N_q x N_r matrix is never built.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ __all__ = ["SubclassifiedLoss", "subclass_counts"]
 
 SIM_EPS = 1e-5          # the similarity's denominator epsilon, as published
 _BAND_SLACK = 1e-3      # relative widening of the norm band: pruning must never drop a pair that could count
+_GROUP_PAIRS = 1 << 18  # pairs per batched step at most (cache-sized: 1 MB per float buffer); max_pairs may lower it
 
 
 def _as_image(logits: torch.Tensor, target: torch.Tensor, num_classes_hint: str = "C"):
@@ -60,6 +62,9 @@ def check_target_range(target: torch.Tensor, num_classes: int, ignore_index) -> 
     """Raise ValueError if a target value is neither a class id in 0..C-1 nor ignore_index."""
     if target.numel() == 0:
         return
+    lo, hi = (int(v) for v in torch.aminmax(target))
+    if lo >= 0 and hi < num_classes:                       # the common case: one pass, no masking
+        return
     t = target if ignore_index is None else target[target != ignore_index]
     if t.numel() == 0:
         return
@@ -73,8 +78,11 @@ def check_target_range(target: torch.Tensor, num_classes: int, ignore_index) -> 
 def _nearest_labels(target: torch.Tensor, size) -> torch.Tensor:
     """Labels resized with mode='nearest' on float, as published; [B,H,W] long -> [B,h*w] long."""
     B, H, W = target.shape
-    if (H, W) == tuple(size):
-        return target.reshape(B, -1)
+    h, w = size
+    if H % h == 0 and W % w == 0:
+        # integer factor: interpolate's source index floor(i * (H / h)) is exactly i * (H // h), so nearest
+        # resizing is plain strided sampling
+        return target[:, ::H // h, ::W // w].reshape(B, -1)
     t = F.interpolate(target[:, None].double(), size=size, mode="nearest")
     return t.reshape(B, -1).long()
 
@@ -85,19 +93,79 @@ def _bilinear(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def _pass_threshold(den: torch.Tensor, tau: float):
+    """t(D): the largest float32 c with NOT (c / D > tau), for every D of `den` (float32, > 0, finite).
+
+    Correctly rounded division is monotone in c, so {d : d / D > tau} is an up-set of floats and, for every float32
+    dot product d, `d / D > tau` <=> `d > t(D)` -- exactly, with the same torch division and comparison as the
+    published `sim > tau`. t is found from fl(tau * D) by stepping a few ulps, or, where that does not settle
+    (underflow, e.g. tau = 0), by bisection over the ordered float32 bit patterns. None for non-finite D (the
+    caller then divides pair by pair)."""
+    if not bool(torch.isfinite(den).all()):
+        return None
+    c = den * tau
+    down = torch.tensor(-math.inf, device=den.device)
+    up = torch.tensor(math.inf, device=den.device)
+    for _ in range(8):                                     # step down while c itself passes
+        bad = (c / den) > tau
+        if not bool(bad.any()):
+            break
+        c = torch.where(bad, torch.nextafter(c, down), c)
+    else:
+        return _bisect_threshold(den, tau)
+    for _ in range(8):                                     # step up while the next float still fails
+        nxt = torch.nextafter(c, up)
+        ok = ~((nxt / den) > tau) & (nxt != c)
+        if not bool(ok.any()):
+            return c
+        c = torch.where(ok, nxt, c)
+    return _bisect_threshold(den, tau)
+
+
+def _bisect_threshold(den: torch.Tensor, tau: float) -> torch.Tensor:
+    """_pass_threshold by bisection: float32 values are mapped to integers in the same order (sign-magnitude
+    bits -> two's complement); -inf always fails (-inf / D > tau is false) and +inf always passes for finite tau."""
+    def key(f):
+        b = f.view(torch.int32).to(torch.int64)
+        return torch.where(b >= 0, b, -(b & 0x7FFFFFFF))
+
+    def value(k):
+        b = torch.where(k >= 0, k, (-k) | 0x80000000)
+        b = torch.where(b >= 1 << 31, b - (1 << 32), b)
+        return b.to(torch.int32).view(torch.float32)
+
+    lo = key(torch.full_like(den, -math.inf))
+    hi = key(torch.full_like(den, math.inf))
+    while bool((hi - lo > 1).any()):
+        mid = torch.div(lo + hi, 2, rounding_mode="floor")
+        passes = (value(mid) / den) > tau
+        hi, lo = torch.where(passes, mid, hi), torch.where(passes, lo, mid)
+    return value(lo)
+
+
 def subclass_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
                     r: torch.Tensor, r_lab: torch.Tensor, r_active: torch.Tensor,
-                    threshold: float, chunk: int = 512, max_pairs: int = 1 << 22) -> torch.Tensor:
+                    threshold: float, chunk: int = 64, max_pairs: int = 1 << 22) -> torch.Tensor:
     """k_i = #{j : r_active_j, lab_j == lab_i, sim(q_i, r_j) > threshold} for every active query, per image.
 
     q [B,C,Nq], r [B,C,Nr] float32 feature grids (channels first, as the published code); labels [B,N*] long;
-    active masks [B,N*] bool. Returns float32 [B,Nq] (0 for inactive queries). Same-label pairs only; queries and
-    references are sorted by (image, label, squared norm) and compared chunk by chunk within the norm band that
-    can possibly pass the threshold, at most `max_pairs` pairs at a time."""
+    active masks [B,N*] bool. Returns float32 [B,Nq] (0 for inactive queries).
+
+    Queries and references are sorted by (image, label, squared norm). The queries of each (image, label) are cut
+    into blocks of at most `chunk` consecutive ones; a block can only match the contiguous window of same-key
+    references whose squared norm lies within a factor threshold^2 of the block's norms (for threshold > 0). All
+    blocks are processed together: padded to a common window width, one batched matmul per group of at most
+    `max_pairs` pairs (a window longer than that is cut into column pieces). The decision is the published float32
+    test `dot / (max(|q|^2, |r|^2) + 1e-5) > threshold`, evaluated exactly as
+    `dot > max(t(|q|^2 + 1e-5), t(|r|^2 + 1e-5))` with per-pixel thresholds t from `_pass_threshold`
+    (min(...) for threshold < 0)."""
     B, C, Nq = q.shape
     Nr = r.shape[2]
     device = q.device
     counts = torch.zeros(B * Nq, dtype=torch.float32, device=device)
+    tau = float(threshold)
+    if math.isnan(tau) or tau == math.inf:                 # nothing is > +inf or > nan
+        return counts.reshape(B, Nq)
     # squared norms summed over the channel dim of the channels-first grid, exactly like the published form
     qn_all = torch.sum(q * q, dim=1).reshape(-1)
     rn_all = torch.sum(r * r, dim=1).reshape(-1)
@@ -111,70 +179,123 @@ def subclass_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor
     qi, ri = active_index(q_active), active_index(r_active)
     if qi.numel() == 0 or ri.numel() == 0:
         return counts.reshape(B, Nq)
-    lab_min, lab_max = (int(v) for v in torch.aminmax(torch.cat([q_lab.reshape(-1)[qi], r_lab.reshape(-1)[ri]])))
+    take = torch.index_select                              # (much faster than advanced indexing on CPU)
+    q_lab, r_lab = take(q_lab.reshape(-1), 0, qi), take(r_lab.reshape(-1), 0, ri)
+    lab_min, lab_max = (int(v) for v in torch.aminmax(torch.cat([q_lab, r_lab])))
     span = lab_max - lab_min + 1
-    key_q = (torch.arange(B, device=device).repeat_interleave(Nq) * span + (q_lab.reshape(-1) - lab_min))[qi]
-    key_r = (torch.arange(B, device=device).repeat_interleave(Nr) * span + (r_lab.reshape(-1) - lab_min))[ri]
-    qn, rn = qn_all[qi], rn_all[ri]
-
-    def lex_order(key, norm):                 # sort by key, then by norm within a key
-        o = torch.argsort(norm)
-        return o[torch.argsort(key[o], stable=True)]
-
-    oq, orr = lex_order(key_q, qn), lex_order(key_r, rn)
-    qi, key_q, qn = qi[oq], key_q[oq], qn[oq]
-    ri, key_r, rn = ri[orr], key_r[orr], rn[orr]
-    qf = q.permute(0, 2, 1).reshape(B * Nq, C)[qi]          # [n_q, C]
-    rf = r.permute(0, 2, 1).reshape(B * Nr, C)[ri]          # [n_r, C]
-
-    # A monotone float64 composite (key, norm) of the sorted references lets one searchsorted find every window.
-    big = 2.0 * float(max(qn.max(), rn.max())) + 1.0      # every norm < big / 2
     n_keys = B * span
-    margin = big * n_keys * 1e-12                          # >> float64 rounding of the composite
-    r_comp = key_r.double() * big + rn.double()
-    n_q = qi.numel()
-    starts = torch.arange(0, n_q, chunk, device=device)
-    ends = (starts + chunk).clamp(max=n_q) - 1
-    tau = float(threshold)
-    if tau > 0:
-        t2 = tau * tau
-        lo = qn[starts].double() * t2 * (1.0 - _BAND_SLACK)
-        hi = (qn[ends].double() / t2 * (1.0 + _BAND_SLACK)).clamp(max=0.5 * big)
-    else:                                                  # no norm pruning: the whole label block
-        lo = torch.full_like(starts, -0.25 * big, dtype=torch.float64)
-        hi = torch.full_like(starts, 0.5 * big, dtype=torch.float64)
-    lo_c = key_q[starts].double() * big + lo - margin
-    hi_c = key_q[ends].double() * big + hi + margin
-    a = torch.searchsorted(r_comp, lo_c, right=False)
-    b = torch.searchsorted(r_comp, hi_c, right=True)
-    mixed = key_q[starts] != key_q[ends]
-    plan = torch.stack([starts, ends + 1, a, b, mixed.long()], 1).tolist()
+    key_q = torch.div(qi, Nq, rounding_mode="floor") * span + (q_lab - lab_min)
+    key_r = torch.div(ri, Nr, rounding_mode="floor") * span + (r_lab - lab_min)
+    qn, rn = take(qn_all, 0, qi), take(rn_all, 0, ri)
 
-    # fl(max(a, b) + e) == max(fl(a + e), fl(b + e)) (rounding is monotone): add the epsilon once per pixel.
+    # one integer sort per side on key * 2^32 + (bits of the float32 norm): norms are >= 0 (or nan), and the bit
+    # patterns of non-negative floats are ordered like the floats, so this is the (key, norm) order
+    def composite(key, norm):
+        return key * (1 << 32) + norm.view(torch.int32).to(torch.int64)
+
+    cq, oq = torch.sort(composite(key_q, qn))
+    cr, orr = torch.sort(composite(key_r, rn))
+    qi, key_q, qn = take(qi, 0, oq), take(key_q, 0, oq), take(qn, 0, oq)
+    ri, rn = take(ri, 0, orr), take(rn, 0, orr)
+    n_q, n_r = qi.numel(), ri.numel()
+
+    # blocks of at most m consecutive queries of one key; keys without references are skipped
+    m = min(chunk, n_q)
+    cnt_q = torch.bincount(key_q, minlength=n_keys)
+    cnt_r = torch.bincount(key_r, minlength=n_keys)
+    start_q, start_r = torch.cumsum(cnt_q, 0) - cnt_q, torch.cumsum(cnt_r, 0) - cnt_r
+    nb = torch.where(cnt_r > 0, (cnt_q + m - 1) // m, torch.zeros_like(cnt_q))
+    n_blocks = int(nb.sum())
+    if n_blocks == 0:
+        return counts.reshape(B, Nq)
+    bkey = torch.repeat_interleave(torch.arange(n_keys, device=device), nb)
+    bpos = torch.arange(n_blocks, device=device) - (torch.cumsum(nb, 0) - nb)[bkey]
+    bs = start_q[bkey] + bpos * m                          # first query of each block (sorted position)
+    bl = torch.clamp(cnt_q[bkey] - bpos * m, max=m)        # its number of queries
+    key_lo, key_hi = start_r[bkey], start_r[bkey] + cnt_r[bkey]
+    if tau > 0:                                            # norm band: |r|^2 within a factor tau^2 of |q|^2
+        t2 = tau * tau
+        q_lo, q_hi = take(qn, 0, bs), take(qn, 0, bs + bl - 1)
+        lo = (q_lo.double() * t2 * (1.0 - _BAND_SLACK)).float()
+        hi = (q_hi.double() / t2 * (1.0 + _BAND_SLACK)).float()
+        base = bkey * (1 << 32)
+        a = torch.searchsorted(cr, base + lo.view(torch.int32).to(torch.int64), right=False)
+        b = torch.searchsorted(cr, base + hi.view(torch.int32).to(torch.int64), right=True)
+        a, b = torch.maximum(a, key_lo), torch.minimum(b, key_hi)
+        whole = ~(torch.isfinite(q_lo) & torch.isfinite(q_hi))
+        if bool(whole.any()):                              # non-finite norms: no pruning for those blocks
+            a, b = torch.where(whole, key_lo, a), torch.where(whole, key_hi, b)
+    else:                                                  # no norm pruning: the whole same-key block
+        a, b = key_lo, key_hi
+    width = torch.clamp(b - a, min=0)
+
+    # tasks: (block, column piece) of at most `cap` pairs, sorted by width so that groups need little padding
+    cap = max(min(max_pairs, _GROUP_PAIRS), m)
+    colmax = max(1, cap // m)
+    pieces = (width + colmax - 1) // colmax
+    tb = torch.repeat_interleave(torch.arange(n_blocks, device=device), pieces)
+    n_t = tb.numel()
+    if n_t == 0:
+        return counts.reshape(B, Nq)
+    tpos = torch.arange(n_t, device=device) - (torch.cumsum(pieces, 0) - pieces)[tb]
+    tw = torch.clamp(width[tb] - tpos * colmax, max=colmax)
+    tw, order = torch.sort(tw, descending=True, stable=True)
+    tb, tpos = tb[order], tpos[order]
+    ta = a[tb] + tpos * colmax
+    widths = tw.tolist()
+    groups, g0 = [], 0
+    while g0 < n_t:
+        g1 = min(n_t, g0 + max(1, cap // (m * widths[g0])))
+        groups.append((g0, g1, widths[g0]))
+        g0 = g1
+
+    # per-pixel decision thresholds; fl(max(a, b) + e) == max(fl(a + e), fl(b + e)) since rounding is monotone
     qd, rd = qn + SIM_EPS, rn + SIM_EPS
-    rf_t = rf.T                                            # [C, n_r] view; column windows are strided views
-    out = torch.zeros(n_q, dtype=torch.float32, device=device)
-    cap = max(min(max_pairs, chunk * rd.numel()), min(chunk, n_q))    # at least one column of a chunk
-    buf_sim = torch.empty(cap, dtype=torch.float32, device=device)   # reused: no allocation per chunk
-    buf_den = torch.empty(cap, dtype=torch.float32, device=device)
-    buf_hit = torch.empty(cap, dtype=torch.bool, device=device)
-    for s, e, a0, b0, mix in plan:
-        if b0 <= a0:
-            continue
-        m = e - s
-        step = max(1, cap // m)
-        qc, qdc = qf[s:e], qd[s:e, None]
-        for c0 in range(a0, b0, step):
-            c1 = min(b0, c0 + step)
-            n = m * (c1 - c0)
-            sim = torch.mm(qc, rf_t[:, c0:c1], out=buf_sim[:n].view(m, c1 - c0))
-            den = torch.maximum(qdc, rd[None, c0:c1], out=buf_den[:n].view(m, c1 - c0))
-            sim.div_(den)
-            hit = torch.gt(sim, tau, out=buf_hit[:n].view(m, c1 - c0))
-            if mix:
-                hit &= key_q[s:e, None] == key_r[None, c0:c1]
-            out[s:e] += hit.sum(1)
-    counts[qi] = out
+    if tau == -math.inf:
+        tq, tr = torch.full_like(qd, -math.inf), torch.full_like(rd, -math.inf)
+    else:
+        tq, tr = _pass_threshold(qd, tau), _pass_threshold(rd, tau)
+    exact_div = tq is None or tr is None                   # fall back to dividing pair by pair
+    if exact_div:
+        tq, tr = qd, rd                                    # the same gathers serve the denominators
+    combine = torch.maximum if (tau >= 0 or exact_div) else torch.minimum   # t(D) rises with D iff tau >= 0
+    masked = exact_div or tau < 0                          # padding columns need an explicit mask
+
+    # gathered operands, channels first (cheap gathers along contiguous rows); bmm takes the strided views
+    trows = (bs[tb, None] + torch.minimum(torch.arange(m, device=device), bl[tb, None] - 1)).reshape(-1)
+    q_cf = q.permute(1, 0, 2).reshape(C, B * Nq).index_select(1, take(qi, 0, trows))          # [C, n_t * m]
+    tq_t = take(tq, 0, trows).view(n_t, m)
+    r_rows = r.permute(0, 2, 1).reshape(B * Nr, C)
+    r_rows = torch.cat([take(r_rows, 0, ri), r_rows.new_zeros(1, C)])                          # + sentinel row
+    tr_x = torch.cat([tr, tr.new_full((1,), math.inf)])                                        # sentinel: never
+    biggest = max(m * w * (g1 - g0) for g0, g1, w in groups)
+    buf_dot = torch.empty(biggest, dtype=torch.float32, device=device)   # reused: no allocation per group
+    buf_thr = torch.empty(biggest, dtype=torch.float32, device=device)
+    cnt_t = torch.empty(n_t, m, dtype=torch.float32, device=device)
+    for g0, g1, w in groups:
+        G = g1 - g0
+        cols = torch.arange(w, device=device)
+        valid = cols < tw[g0:g1, None]                                          # [G, w]
+        ridx = torch.where(valid, ta[g0:g1, None] + cols, n_r).reshape(-1)
+        shape = (G, m, w)
+        Q = q_cf[:, g0 * m:g1 * m].view(C, G, m).permute(1, 2, 0)              # [G, m, C]
+        R = take(r_rows, 0, ridx).view(G, w, C).transpose(1, 2)                   # [G, C, w]
+        dot = torch.bmm(Q, R, out=buf_dot[:G * m * w].view(shape))
+        thr = combine(tq_t[g0:g1, :, None], take(tr_x, 0, ridx).view(G, 1, w),
+                      out=buf_thr[:G * m * w].view(shape))
+        if exact_div:                                      # published formula: sim = dot / den > tau
+            hit = torch.gt(dot.div_(thr), tau, out=thr)
+        else:
+            hit = torch.gt(dot, thr, out=thr)              # 0/1 as float32: fast compare, exact sums
+        if masked:
+            hit.mul_(valid[:, None, :])
+        torch.sum(hit, 2, out=cnt_t[g0:g1])
+    out = torch.zeros(n_blocks, m, dtype=torch.float32, device=device)
+    out.index_add_(0, tb, cnt_t)
+    # back to the queries: the query at sorted position bs[b] + t is row b, slot t
+    pos_block = torch.repeat_interleave(torch.arange(n_blocks, device=device), bl)
+    pos_slot = torch.arange(pos_block.numel(), device=device) - (torch.cumsum(bl, 0) - bl)[pos_block]
+    counts[qi[bs[pos_block] + pos_slot]] = out[pos_block, pos_slot]
     return counts.reshape(B, Nq)
 
 
@@ -194,7 +315,13 @@ class SubclassifiedLoss(nn.Module):
         over valid pixels and the loss is the mean over the valid pixels of the batch.
     class_weight: optional [C] weights multiplying the per-pixel CE (mmseg / torch `weight=` semantics per pixel).
     ignore_index: target value to ignore (None: none).
-    chunk, max_pairs: speed/memory knobs of the pair search (results do not depend on them).
+    chunk, max_pairs: speed/memory knobs of the pair search (results do not depend on them): blocks of at most
+        `chunk` sorted queries, at most `max_pairs` pairs compared at a time (at most 2^18 in any case).
+    cpu_threads: intra-op threads for the weight computation on CPU (torch.set_num_threads around it, restored
+        afterwards; results do not depend on it). Default 1: the weight computation is a chain of small ops whose
+        fork/join costs more than a second thread gains, and on a loaded machine every parallel op can stall on a
+        descheduled worker (measured: 2 threads took 3-10x longer than 1 under load). None: leave torch's setting
+        (for a quiet many-core CPU). The cross-entropy always uses torch's setting.
 
     Point logits [B,C,N] with target [B,N] are treated as images of one row, [B,C,1,N]: the strides apply along
     the point order (set ref_stride=query_stride=1 to compare every point with every same-label point).
@@ -206,8 +333,8 @@ class SubclassifiedLoss(nn.Module):
 
     def __init__(self, threshold: float = 0.98, eps: float = 10.0, power: float = 0.5, max_weight=10.0,
                  ref_stride: int = 8, query_stride: int = 4, similarity_input: str = "logits",
-                 normalize: str = "valid", class_weight=None, ignore_index=0, chunk: int = 512,
-                 max_pairs: int = 1 << 22):
+                 normalize: str = "valid", class_weight=None, ignore_index=0, chunk: int = 64,
+                 max_pairs: int = 1 << 22, cpu_threads=1):
         super().__init__()
         if similarity_input not in ("logits", "probs"):
             raise ValueError(f"similarity_input must be 'logits' or 'probs', got {similarity_input!r}")
@@ -224,6 +351,9 @@ class SubclassifiedLoss(nn.Module):
             raise ValueError(f"eps must be a positive finite number, got {eps}")
         if not (power >= 0 and math.isfinite(power)):
             raise ValueError(f"power must be >= 0, got {power}")
+        if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int)
+                                        or cpu_threads < 1):
+            raise ValueError(f"cpu_threads must be a positive integer or None, got {cpu_threads!r}")
         if max_weight is not None and not float(max_weight) > 0:
             raise ValueError(f"max_weight must be > 0 or None, got {max_weight}")
         if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
@@ -234,6 +364,7 @@ class SubclassifiedLoss(nn.Module):
         self.similarity_input, self.normalize = similarity_input, normalize
         self.ignore_index = ignore_index
         self.chunk, self.max_pairs = chunk, max_pairs
+        self.cpu_threads = cpu_threads
         if class_weight is not None:
             cw = torch.as_tensor(class_weight, dtype=torch.float32).flatten()
             if cw.numel() == 0 or not torch.isfinite(cw).all() or (cw < 0).any():
@@ -264,9 +395,20 @@ class SubclassifiedLoss(nn.Module):
             return torch.ones_like(y, dtype=torch.bool)
         return y != self.ignore_index
 
+    def _weight_map(self, x: torch.Tensor, y: torch.Tensor, valid=None) -> torch.Tensor:
+        """float32 [B,H,W] weight map of 4-D logits x and 3-D target y (no checks); `valid`: y != ignore_index
+        if the caller has it. On CPU it runs with `cpu_threads` intra-op threads (restored afterwards)."""
+        n = torch.get_num_threads()
+        if x.device.type != "cpu" or self.cpu_threads is None or self.cpu_threads == n:
+            return self._weight_map_impl(x, y, valid)
+        torch.set_num_threads(self.cpu_threads)
+        try:
+            return self._weight_map_impl(x, y, valid)
+        finally:
+            torch.set_num_threads(n)
+
     @torch.no_grad()
-    def _weight_map(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """float32 [B,H,W] weight map of 4-D logits x and 3-D target y (no checks)."""
+    def _weight_map_impl(self, x: torch.Tensor, y: torch.Tensor, valid=None) -> torch.Tensor:
         B, C, H, W = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             s = x.detach().float()
@@ -285,23 +427,29 @@ class SubclassifiedLoss(nn.Module):
             k = subclass_counts(q, yq, aq, r, yr, ar, self.threshold, self.chunk, self.max_pairs)
             wq = torch.pow(k + self.eps, -self.power).reshape(B, 1, *qsz)
             if self.normalize == "official":
-                w = _bilinear(wq, (H, W))
-                w = w / w.mean(dim=(2, 3), keepdim=True)
-            else:
+                w = _bilinear(wq, (H, W))[:, 0]
+                w.div_(w.mean(dim=(1, 2), keepdim=True))
+            else:                                          # in place: the full-resolution passes dominate here
                 vq = aq.reshape(B, 1, *qsz).float()
-                num = _bilinear(wq * vq, (H, W))
-                den = _bilinear(vq, (H, W))
-                nq_valid = vq.sum(dim=(2, 3), keepdim=True)
-                fill = torch.where(nq_valid > 0, (wq * vq).sum(dim=(2, 3), keepdim=True) / nq_valid.clamp(min=1),
-                                   torch.ones_like(nq_valid))
-                w = torch.where(den > 0, num / den.clamp(min=1e-12), fill)
-                v = self._valid(y)[:, None].float()
-                nv = v.sum(dim=(2, 3), keepdim=True)
-                mean = (w * v).sum(dim=(2, 3), keepdim=True) / nv.clamp(min=1)
-                w = torch.where(nv > 0, w / mean, torch.zeros_like(w)) * v
+                wv = wq * vq
+                w = _bilinear(wv, (H, W))[:, 0]            # numerator: weights of the valid query cells
+                den = _bilinear(vq, (H, W))[:, 0]          # their share of the bilinear support
+                hole = den == 0                            # no valid query cell around: the image's mean weight
+                w.div_(den.clamp_(min=1e-12))
+                if bool(hole.any()):
+                    nq_valid = vq.sum(dim=(1, 2, 3))
+                    fill = torch.where(nq_valid > 0, wv.sum(dim=(1, 2, 3)) / nq_valid.clamp(min=1),
+                                       torch.ones_like(nq_valid))
+                    w = torch.where(hole, fill[:, None, None], w)
+                if valid is None:
+                    valid = self._valid(y)
+                w.masked_fill_(~valid, 0.0)                # 0 on ignored pixels
+                nv = valid.sum(dim=(1, 2))
+                mean = torch.where(nv > 0, w.sum(dim=(1, 2)) / nv.clamp(min=1), torch.ones_like(w[:, 0, 0]))
+                w.div_(mean[:, None, None])
             if self.max_weight is not None:
-                w = w.clamp(max=self.max_weight)
-        return w[:, 0]
+                w.clamp_(max=self.max_weight)
+        return w
 
     def weights(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Detached float32 per-pixel weight map: [B,H,W] for [B,C,H,W] logits, [B,N] for [B,C,N] point logits.
@@ -312,7 +460,8 @@ class SubclassifiedLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x, y, points = self._prepare(logits, target)
-        w = self._weight_map(x, y)
+        valid = self._valid(y)
+        w = self._weight_map(x, y, valid)
         ii = -100 if self.ignore_index is None else self.ignore_index
         cw = None if self.class_weight is None else self.class_weight.to(device=x.device)
         ce = F.cross_entropy(x, y, weight=cw, ignore_index=ii, reduction="none")   # [B,H,W], 0 where ignored
@@ -320,8 +469,7 @@ class SubclassifiedLoss(nn.Module):
         if self.normalize == "official":
             loss = weighted.mean()
         else:
-            n_valid = self._valid(y).sum()
-            loss = weighted.sum() / n_valid.clamp(min=1)
+            loss = weighted.sum() / valid.sum().clamp(min=1)
         self.last_weight_map = w[:, 0] if points else w
         self.last_terms = {self.name: loss.detach()}
         return loss
