@@ -9,14 +9,12 @@ validate_submission.py does: every velodyne scan of every test sequence has a pr
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .data.io import write_label
+from .data.io import atomic_write, write_label
 from .data.labels import LabelMap
 from .errors import DataError
 
@@ -95,11 +93,9 @@ def build_submission(pred_root, data_root, out_zip, sequences) -> Path:
     if out_zip.suffix != ".zip":
         raise DataError(f"submission file must end with .zip, got {out_zip}")
     files = _check_predictions(pred_root, data_root, sequences)
-    out_zip.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_zip.name}.", suffix=".tmp", dir=out_zip.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(_dir_info("sequences/"), b"")
             for seq in sequences:
                 zf.writestr(_dir_info(f"sequences/{seq}/"), b"")
@@ -107,12 +103,8 @@ def build_submission(pred_root, data_root, out_zip, sequences) -> Path:
                 for s, stem, pred in files:
                     if s == seq:
                         zf.write(pred, f"sequences/{seq}/predictions/{stem}.label")
-        os.replace(tmp, out_zip)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out_zip
+
+    return atomic_write(out_zip, write)
 
 
 def validate_submission(zip_path, data_root, sequences) -> list[str]:

@@ -6,6 +6,11 @@
   (64 x 2048, about 120k points) of sequence 08.
 - `make_synthetic_scan` (session): `make(sequence=0, index=0, seed=0, azimuth_steps=None, faults=None)` -> the same
   kind of pair, for tests that need other scans, fewer points or injected faults ({"nan": k, "zero_range": k}).
+- `training_root` (session): Path of a dataset for short trainings: sequences 00 (4 scans), 08 (2) and 11 (1, no
+  labels), 512 azimuth steps.
+- `one_torch_thread` (module; use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`): torch runs
+  with one intra-op thread during the module, restored afterwards.
+- `keep_torch_threads`: restores torch's thread count after the test (`train.threads` sets it for the process).
 """
 from __future__ import annotations
 
@@ -39,3 +44,32 @@ def make_synthetic_scan():
 @pytest.fixture(scope="session")
 def synthetic_scan(make_synthetic_scan):
     return make_synthetic_scan(sequence=8, index=0)
+
+
+@pytest.fixture(scope="session")
+def training_root(tmp_path_factory):
+    from lidarseg.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic-train")
+    generate(root, sequences=[0, 8, 11], scans={0: 4, 8: 2, 11: 1}, seed=0, azimuth_steps=512, log=lambda *a: None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: on this shared 2-core machine two spinning OpenMP threads are ~5x slower under load."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def keep_torch_threads():
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

@@ -18,23 +18,16 @@ TINY = ["model.name=rangenet21", "model.width=0.125", "model.blocks=[1,1,1,1,1]"
         "val.every=0", "optim.lr=0.02", "train.device=cpu", "train.threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from lidarseg.data.synthetic import generate
+def trained(tmp_path_factory, training_root):
     base = tmp_path_factory.mktemp("infer")
-    root = base / "data"
-    generate(root, sequences=[0, 8, 11], scans={0: 4, 8: 2, 11: 1}, seed=0, azimuth_steps=512, log=lambda *a: None)
     n = torch.get_num_threads()
-    Trainer(load_config(None, [*TINY, f"data.root={root}"]), base / "run", log=lambda *a: None).fit()
+    Trainer(load_config(None, [*TINY, f"data.root={training_root}"]), base / "run", log=lambda *a: None).fit()
     torch.set_num_threads(n)
-    return root, base / "run" / "last.pt"
+    return training_root, base / "run" / "last.pt"
 
 
 def test_infer_valid_matches_evaluate(trained, tmp_path, capsys):

@@ -19,19 +19,12 @@ TINY = ["model.name=rangenet21", "model.width=0.125", "model.blocks=[1,1,1,1,1]"
         "train.threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():  # train.threads=1 sets torch's thread count for the process; restore it for other tests
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # train.threads=1 sets torch's thread count
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    from lidarseg.data.synthetic import generate
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, sequences=[0, 8, 11], scans={0: 4, 8: 2, 11: 1}, seed=0, azimuth_steps=512, log=lambda *a: None)
-    return root
+@pytest.fixture
+def root(training_root):
+    return training_root
 
 
 def cfg(root, *extra):

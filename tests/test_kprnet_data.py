@@ -13,13 +13,7 @@ CAR, ROAD, BUILDING = 1, 9, 13
 RAW = {CAR: 10, ROAD: 40, BUILDING: 50}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine two spinning OpenMP threads are ~5x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ring_scan(rings=16, per_ring=300, seed=0):

@@ -14,13 +14,7 @@ from models.kprnet import KPRNet, kprnet
 SMALL = dict(backbone="resnext26_32x4d", width=0.25, head_width=0.25)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine two spinning OpenMP threads are ~5x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(module, trainable=False):

@@ -8,7 +8,7 @@ import importlib
 
 _EXPORTS = {
     "read_scan": "io", "read_label": "io", "split_label": "io", "join_label": "io",
-    "write_scan": "io", "write_label": "io", "atomic_write_bytes": "io",
+    "write_scan": "io", "write_label": "io", "atomic_write": "io", "atomic_write_bytes": "io",
     "LabelMap": "labels",
     "spherical_projection": "projection", "scan_unfolding": "projection",
     "SemanticKITTI": "dataset", "collate": "dataset",

@@ -185,6 +185,23 @@ class SemanticKITTI(Dataset):
         }
 
 
+def pad_points(samples, fills: dict) -> dict:
+    """The per-point entries `fills` ({key: pad value}) of `samples`, each padded to the largest `num_points` of the
+    batch -> [B,Nmax,...], plus `num_points` int64 [B] and `point_mask` bool [B,Nmax] (True for real points)."""
+    counts = [int(s["num_points"]) for s in samples]
+    nmax = max(counts)
+    out = {}
+    for key, fill in fills.items():
+        first = samples[0][key]
+        buf = torch.full((len(samples), nmax, *first.shape[1:]), fill, dtype=first.dtype)
+        for b, s in enumerate(samples):
+            buf[b, :counts[b]] = s[key]
+        out[key] = buf
+    out["num_points"] = torch.tensor(counts, dtype=torch.int64)
+    out["point_mask"] = torch.arange(nmax)[None, :] < out["num_points"][:, None]
+    return out
+
+
 def collate(samples: list[dict]) -> dict:
     """Batch samples of `SemanticKITTI`: image entries stacked to [B,...]; per-point entries padded to the largest N
     of the batch (px, py, unproj_range with -1; points_label, xyz, remission with 0); `num_points` int64 [B] and
@@ -192,16 +209,7 @@ def collate(samples: list[dict]) -> dict:
     if not samples:
         raise ValueError("collate: empty batch")
     batch = {k: torch.stack([s[k] for s in samples]) for k in IMAGE_KEYS}
-    counts = [int(s["num_points"]) for s in samples]
-    nmax = max(counts)
-    for key, fill in POINT_KEYS.items():
-        first = samples[0][key]
-        out = torch.full((len(samples), nmax, *first.shape[1:]), fill, dtype=first.dtype)
-        for b, s in enumerate(samples):
-            out[b, :counts[b]] = s[key]
-        batch[key] = out
-    batch["num_points"] = torch.tensor(counts, dtype=torch.int64)
-    batch["point_mask"] = torch.arange(nmax)[None, :] < batch["num_points"][:, None]
+    batch.update(pad_points(samples, POINT_KEYS))
     for key in ("sequence", "scan", "has_labels"):
         batch[key] = [s[key] for s in samples]
     return batch

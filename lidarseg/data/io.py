@@ -59,20 +59,30 @@ def join_label(semantic: np.ndarray, instance: np.ndarray | None = None) -> np.n
     return semantic | (np.asarray(instance, dtype=np.uint32) << np.uint32(16))
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and a rename, so an interrupted
-    write never leaves a partial file under the final name."""
+def atomic_write(path, write, *, fsync: bool = False) -> Path:
+    """Call `write(f)` with a binary file `f` open on a temporary file in the directory of `path` (created if
+    needed), then rename it to `path`, so an interrupted write never leaves a partial file under the final name; on
+    any error the temporary file is removed. With `fsync`, the data reach the disk before the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write `data` to `path` with `atomic_write`."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_scan(path, points: np.ndarray) -> None:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from .dataset import pad_points
 from .io import read_label, read_scan
 from .labels import LabelMap
 from .projection import scan_unfolding
@@ -191,19 +192,8 @@ def collate_kprnet(samples: Sequence[dict]) -> dict:
     widths = {tuple(s["image"].shape) for s in samples}
     if len(widths) != 1:
         raise DataError(f"collate_kprnet: images of different shapes in one batch: {sorted(widths)}")
-    counts = [int(s["num_points"]) for s in samples]
-    nmax = max(counts)
     out = {"image": torch.stack([s["image"] for s in samples])}
-    for key, fill in _PAD.items():
-        if key not in samples[0]:
-            continue
-        first = samples[0][key]
-        buf = torch.full((len(samples), nmax, *first.shape[1:]), fill, dtype=first.dtype)
-        for b, s in enumerate(samples):
-            buf[b, :counts[b]] = s[key]
-        out[key] = buf
-    out["num_points"] = torch.tensor(counts, dtype=torch.int64)
-    out["point_mask"] = torch.arange(nmax)[None, :] < out["num_points"][:, None]
+    out.update(pad_points(samples, {k: fill for k, fill in _PAD.items() if k in samples[0]}))
     for key in samples[0]:
         if key not in out:
             out[key] = [s[key] for s in samples]

@@ -7,14 +7,13 @@ best_metric, best_epoch, metrics (last validation). Written through a temporary 
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data.io import atomic_write
 from ..errors import DataError
 
 FORMAT = "lidarseg-checkpoint"
@@ -40,21 +39,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path, state: dict) -> Path:
     """Atomically write `state` (plus format/version tags) to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f), fsync=True)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
