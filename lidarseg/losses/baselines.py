@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .subclassified import _as_image, check_target_range
+from .subclassified import _as_image, check_ignore_index, check_target_range, class_weight_tensor
 
 __all__ = ["CrossEntropyLoss", "LovaszSoftmaxLoss", "FocalLoss", "OhemCrossEntropy", "lovasz_grad"]
 
@@ -27,16 +27,9 @@ class _PixelLoss(nn.Module):
 
     def __init__(self, class_weight=None, ignore_index=0):
         super().__init__()
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+        check_ignore_index(ignore_index)
         self.ignore_index = ignore_index
-        if class_weight is not None:
-            cw = torch.as_tensor(class_weight, dtype=torch.float32).flatten()
-            if cw.numel() == 0 or not torch.isfinite(cw).all() or (cw < 0).any():
-                raise ValueError(f"class_weight must be a non-empty list of finite weights >= 0, got {class_weight}")
-            self.register_buffer("class_weight", cw)
-        else:
-            self.class_weight = None
+        self.register_buffer("class_weight", class_weight_tensor(class_weight))
         self.last_terms: dict = {}
 
     def _prepare(self, logits, target):

@@ -75,6 +75,21 @@ def check_target_range(target: torch.Tensor, num_classes: int, ignore_index) -> 
                          f"(or equal ignore_index={ignore_index}); logits have C={num_classes}")
 
 
+def check_ignore_index(ignore_index) -> None:
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+
+
+def class_weight_tensor(class_weight):
+    """None -> None; a sequence of finite weights >= 0 -> float32 [C] tensor (else a ValueError naming it)."""
+    if class_weight is None:
+        return None
+    cw = torch.as_tensor(class_weight, dtype=torch.float32).flatten()
+    if cw.numel() == 0 or not torch.isfinite(cw).all() or (cw < 0).any():
+        raise ValueError(f"class_weight must be a non-empty list of finite weights >= 0, got {class_weight}")
+    return cw
+
+
 def _nearest_labels(target: torch.Tensor, size) -> torch.Tensor:
     """Labels resized with mode='nearest' on float, as published; [B,H,W] long -> [B,h*w] long."""
     B, H, W = target.shape
@@ -356,8 +371,7 @@ class SubclassifiedLoss(nn.Module):
             raise ValueError(f"cpu_threads must be a positive integer or None, got {cpu_threads!r}")
         if max_weight is not None and not float(max_weight) > 0:
             raise ValueError(f"max_weight must be > 0 or None, got {max_weight}")
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+        check_ignore_index(ignore_index)
         self.threshold, self.eps, self.power = threshold, eps, power
         self.max_weight = None if max_weight is None else float(max_weight)
         self.ref_stride, self.query_stride = ref_stride, query_stride
@@ -365,13 +379,7 @@ class SubclassifiedLoss(nn.Module):
         self.ignore_index = ignore_index
         self.chunk, self.max_pairs = chunk, max_pairs
         self.cpu_threads = cpu_threads
-        if class_weight is not None:
-            cw = torch.as_tensor(class_weight, dtype=torch.float32).flatten()
-            if cw.numel() == 0 or not torch.isfinite(cw).all() or (cw < 0).any():
-                raise ValueError(f"class_weight must be a non-empty list of finite weights >= 0, got {class_weight}")
-            self.register_buffer("class_weight", cw)
-        else:
-            self.class_weight = None
+        self.register_buffer("class_weight", class_weight_tensor(class_weight))
         self.last_terms: dict = {}
         self.last_weight_map = None
 
