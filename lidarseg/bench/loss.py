@@ -96,13 +96,21 @@ def make_logits(y, C, kind="clustered", seed=0):
 
 
 # ---------------------------------------------------------------- the dense published form (transcribed from the spec)
+def _grids(s, y, rs, qs):
+    """Step 1 of the published algorithm: logits and labels on the reference (stride rs) and query (stride qs) grids,
+    flattened: r [B,C,N_r], q [B,C,N_q], yr [B,N_r], yq [B,N_q]."""
+    B, C, H, W = s.shape
+    r = F.interpolate(s, (H // rs, W // rs), mode="bilinear").reshape(B, C, -1)
+    q = F.interpolate(s, (H // qs, W // qs), mode="bilinear").reshape(B, C, -1)
+    yr = F.interpolate(y[:, None].float(), (H // rs, W // rs), mode="nearest").reshape(B, -1).long()
+    yq = F.interpolate(y[:, None].float(), (H // qs, W // qs), mode="nearest").reshape(B, -1).long()
+    return r, q, yr, yq
+
+
 def dense_weights(s, y, tau=0.98, eps=10.0, p=0.5, clamp=10.0, rs=8, qs=4):
     with torch.no_grad():
         B, C, H, W = s.shape
-        r = F.interpolate(s, (H // rs, W // rs), mode="bilinear").reshape(B, C, -1)
-        q = F.interpolate(s, (H // qs, W // qs), mode="bilinear").reshape(B, C, -1)
-        yr = F.interpolate(y[:, None].float(), (H // rs, W // rs), mode="nearest").reshape(B, -1).long()
-        yq = F.interpolate(y[:, None].float(), (H // qs, W // qs), mode="nearest").reshape(B, -1).long()
+        r, q, yr, yq = _grids(s, y, rs, qs)
         rn, qn = torch.sum(r * r, dim=1), torch.sum(q * q, dim=1)
         sim = torch.bmm(q.permute(0, 2, 1), r) / (torch.maximum(qn[:, :, None], rn[:, None, :]) + 1e-5)
         k = ((sim > tau) & (yq[:, :, None] == yr[:, None, :])).sum(2).float()
@@ -117,10 +125,7 @@ def published_weights(s, y, tau=0.98, eps=10.0, p=0.5, clamp=10.0, rs=8, qs=4):
     taken through a float mask, a float same-label mask built by repeat, and sim * mask > tau."""
     with torch.no_grad():
         B, C, H, W = s.shape
-        r = F.interpolate(s, (H // rs, W // rs), mode="bilinear").reshape(B, C, -1)
-        q = F.interpolate(s, (H // qs, W // qs), mode="bilinear").reshape(B, C, -1)
-        yr = F.interpolate(y[:, None].float(), (H // rs, W // rs), mode="nearest").reshape(B, -1).long()
-        yq = F.interpolate(y[:, None].float(), (H // qs, W // qs), mode="nearest").reshape(B, -1).long()
+        r, q, yr, yq = _grids(s, y, rs, qs)
         nq, nr = q.shape[2], r.shape[2]
         norm_r = torch.sum(r * r, dim=1, keepdim=True).repeat(1, nq, 1)                  # [B,Nq,Nr]
         norm_q = torch.sum(q * q, dim=1, keepdim=True).permute(0, 2, 1).repeat(1, 1, nr)  # [B,Nq,Nr]
