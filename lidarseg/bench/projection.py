@@ -14,42 +14,13 @@ from .common import median_ms, print_table, time_call
 
 
 def add_arguments(parser):
-    parser.add_argument("--scan", default=None, help="a .bin scan to use (default: a generated ~120k-point scan)")
-    parser.add_argument("--points", type=int, default=120_000, help="points of the generated scan")
+    parser.add_argument("--scan", default=None,
+                        help="a .bin scan to use (default: synthetic sequence 08 scan 0, ~118k points)")
+    parser.add_argument("--sequence", type=int, default=8, help="synthetic sequence of the generated scan")
+    parser.add_argument("--index", type=int, default=0, help="scan index in that sequence")
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per variant (median reported)")
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=2048)
-
-
-def street_scan(num_points: int = 120_000, seed: int = 0) -> np.ndarray:
-    """A KITTI-like scan float32 [N,4]: 64 rings from +2 to -24.8 degrees in ring-major order, each ring
-    counter-clockwise; returns from a ground plane 1.73 m below the sensor, two building facades and a few
-    cylindrical obstacles, with range noise; about 8% of beam directions return nothing."""
-    rs = np.random.default_rng(seed)
-    rings = 64
-    per_ring = int(np.ceil(num_points / rings / 0.92))
-    elev = np.deg2rad(np.linspace(2.0, -24.8, rings))[:, None]
-    az = np.linspace(0, 2 * np.pi, per_ring, endpoint=False)[None, :] + rs.uniform(0, 1e-3, (rings, per_ring))
-    dx, dy, dz = np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az), np.sin(elev) * np.ones_like(az)
-    r = np.full(az.shape, 80.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ground = np.where(dz < 0, -1.73 / dz, np.inf)
-        wall_l = np.where(dy > 0, 7.5 / dy, np.inf)
-        wall_r = np.where(dy < 0, -6.0 / dy, np.inf)
-    r = np.minimum.reduce([r, ground, wall_l, wall_r])
-    for cx, cy, rad in [(8, 3, 0.4), (15, -2, 1.0), (-10, 4, 0.6), (25, 0, 1.5), (-6, -3, 0.3)]:
-        b = dx * cx + dy * cy
-        c = cx * cx + cy * cy - rad * rad
-        h = np.sqrt(np.maximum(b * b - c * (dx * dx + dy * dy), 0)) / np.maximum(dx * dx + dy * dy, 1e-9)
-        t = b / np.maximum(dx * dx + dy * dy, 1e-9) - h
-        hit = (b * b - c * (dx * dx + dy * dy) > 0) & (t > 0)
-        r = np.where(hit, np.minimum(r, t), r)
-    r = r + rs.normal(0, 0.02, r.shape)
-    xyz = np.stack([dx * r, dy * r, dz * r], -1).reshape(-1, 3)
-    keep = rs.random(xyz.shape[0]) > 0.08
-    xyz = xyz[keep][:num_points]
-    remission = rs.random(xyz.shape[0])
-    return np.concatenate([xyz, remission[:, None]], 1).astype(np.float32)
 
 
 def rangenet_numpy(points: np.ndarray, H=64, W=2048, fov_up=3.0, fov_down=-25.0):
@@ -89,7 +60,8 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.scan) if args.scan else Path(tmp) / "000000.bin"
         if not args.scan:
-            write_scan(path, street_scan(args.points))
+            from ..data.synthetic import generate_scan
+            write_scan(path, generate_scan(args.sequence, args.index)[0])
         points = read_scan(path)
         ref = rangenet_numpy(points, H, W)
         ours = spherical_projection(points, H, W)
