@@ -20,7 +20,6 @@ OUT=${OUT:-runs/compare}
 CONFIG=${CONFIG:-configs/demo.yaml}
 cd "$ROOT"
 bash scripts/setup_env.sh
-"$PYTHON" -c "import matplotlib" 2>/dev/null || "$PYTHON" -m pip install --quiet -e ".[plot]"
 data=$("$PYTHON" -c "from lidarseg.data.synthetic import ensure_dataset; print(ensure_dataset())" | tail -n 1)
 mkdir -p "$OUT"
 "$PYTHON" -m lidarseg info > "$OUT/versions.txt"

@@ -101,13 +101,9 @@ def gain_table(runs: dict) -> str:
 
 
 def plot_gains(runs: dict, out: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[plot]'): no figure written", file=sys.stderr)
-        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     names, points = class_order(runs)
     total = sum(points.values())
     pairs = gains(runs)
