@@ -19,6 +19,8 @@ def add_arguments(parser):
                         help="api: official (predicted 0 on a labelled point is a false negative); bonnetal: "
                              "lidar-bonnetal's training metric (rows and columns of class 0 dropped)")
     parser.add_argument("--json", default=None, help="also write the report as JSON to this file (atomically)")
+    parser.add_argument("--plot", default=None, metavar="FILE.png",
+                        help="also write a per-class IoU bar chart (PNG, no display needed) to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -40,4 +42,10 @@ def run(args) -> int:
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result.to_dict(), indent=1) + "\n").encode())
         print(f"wrote {args.json}")
+    if args.plot:
+        from ..visualize import write_iou_chart
+        write_iou_chart(result, label_map, args.plot,
+                        title=f"sequences {', '.join(result.sequences)}: {result.num_scans} scans, "
+                              f"mIoU {100 * result.miou:.1f}% ({args.convention} convention)")
+        print(f"wrote {args.plot}")
     return 0

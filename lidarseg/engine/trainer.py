@@ -352,7 +352,7 @@ class Trainer:
         return metrics
 
     def _images(self, logits, target, batch) -> dict:
-        from .logging import panels
+        from ..visualize import panels
         from ..losses import find_subclassified
         weights = None
         sub = find_subclassified(self.loss_fn)

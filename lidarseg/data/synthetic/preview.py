@@ -1,34 +1,12 @@
 """PNG previews of a scan: the range image coloured by class (rings as rows, as KPRNet unfolds the scan) above a
-grey range strip, and a bird's-eye view. The PNG writer uses only zlib and struct (matplotlib is not needed)."""
+grey range strip, and a bird's-eye view. PNGs are written by `lidarseg.visualize.write_png` (zlib and struct only)."""
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_bytes
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """uint8 [H,W,3] -> the bytes of an 8-bit RGB PNG."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB image [H,W,3], got {rgb.shape}")
-    h, w, _ = rgb.shape
-    raw = np.zeros((h, w * 3 + 1), np.uint8)  # filter byte 0 (none) per row
-    raw[:, 1:] = rgb.reshape(h, -1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
-
-
-def write_png(path, rgb: np.ndarray) -> None:
-    atomic_write_bytes(path, png_bytes(rgb))
+from ...visualize import png_bytes, write_png  # noqa: F401 (png_bytes re-exported)
 
 
 def _raw_colors() -> np.ndarray:
