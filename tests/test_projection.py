@@ -171,6 +171,29 @@ def test_spherical_matches_rangenet(make, n, seed, parallel):
     np.testing.assert_array_equal(proj.mask, proj.idx >= 0)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_reused_output_buffers_give_the_same_result(parallel):
+    # a larger, a smaller, then a larger-than-ever scan through the same buffers: each result equals a fresh call
+    out = None
+    for n, seed in ((50_000, 3), (20_000, 4), (80_000, 5)):
+        points = random_cloud(n, seed)
+        fresh = spherical_projection(points, parallel=parallel)
+        out = spherical_projection(points, parallel=parallel, out=out)
+        for key in ("range", "xyz", "remission", "idx", "px", "py", "unproj_range"):
+            np.testing.assert_array_equal(getattr(out, key), getattr(fresh, key), err_msg=key)
+    image = out.range
+    again = spherical_projection(random_cloud(10_000, 6), parallel=parallel, out=out)
+    assert again.range is image and np.shares_memory(again.px, out.px)
+
+
+def test_reused_output_buffers_errors():
+    small = spherical_projection(random_cloud(1000, 0), height=32, width=512)
+    with pytest.raises(ValueError, match=r"out\.range.*\(64, 2048\)"):
+        spherical_projection(random_cloud(1000, 1), out=small)
+    with pytest.raises(TypeError, match="RangeProjection"):
+        spherical_projection(random_cloud(1000, 1), out={"range": None})
+
+
 def test_border_points_exist_and_are_counted():
     # points placed exactly on column borders in float64: the float32 pipeline may round either way
     W = 2048

@@ -66,10 +66,13 @@ def run(args) -> int:
         ref = rangenet_numpy(points, H, W)
         ours = spherical_projection(points, H, W)
         moved = int(np.sum((ours.px != ref[4]) | (ours.py != ref[5])))
+        reuse = [spherical_projection(points, H, W)]  # buffers for the `out=` variant
 
         variants = [
             ("numpy (RangeNet++ transcription)", lambda: rangenet_numpy(read_scan(path), H, W)),
             ("numba, one thread", lambda: spherical_projection(read_scan(path), H, W, parallel=False)),
+            ("numba, one thread, reused output (out=)",
+             lambda: reuse.__setitem__(0, spherical_projection(read_scan(path), H, W, out=reuse[0]))),
             (f"numba, {numba.get_num_threads()} threads", lambda: spherical_projection(read_scan(path), H, W,
                                                                                        parallel=True)),
             ("read_scan only", lambda: read_scan(path)),
@@ -78,7 +81,7 @@ def run(args) -> int:
     base = results[0][1]
     print(f"read + spherical projection, {points.shape[0]} points, {H}x{W}, median of {args.repeat} runs "
           f"({datetime.date.today().isoformat()}, {os.cpu_count()} cpus)")
-    rows = [[name, f"{ms:.3f}", f"{base / ms:.1f}x" if i < 3 else "-"] for i, (name, ms) in enumerate(results)]
+    rows = [[name, f"{ms:.3f}", f"{base / ms:.1f}x" if i < 4 else "-"] for i, (name, ms) in enumerate(results)]
     print_table(rows, ["variant", "ms/scan", "speed-up vs numpy"])
     print(f"points in a different pixel than the numpy transcription (float32 rounding at a border): {moved}")
     return 0

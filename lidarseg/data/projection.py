@@ -320,8 +320,35 @@ def _spherical_serial(points, keep, height, width, pi32, fd_abs32, fov32, px, py
     _fill_rows(points, depth, idx, 0, height, rng, xyz, rem)
 
 
+def _output_buffers(out: RangeProjection | None, n: int, h: int, w: int):
+    """(px, py, depth, idx, range, xyz, remission) for `spherical_projection`: new arrays, or those of `out`."""
+    if out is None:
+        return (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32), np.empty((h, w), np.int32),
+                np.empty((h, w), np.float32), np.empty((h, w, 3), np.float32), np.empty((h, w), np.float32))
+    if not isinstance(out, RangeProjection):
+        raise TypeError(f"out: expected a RangeProjection from an earlier call, got {type(out).__name__}")
+    want = {"range": ((h, w), np.float32), "xyz": ((h, w, 3), np.float32), "remission": ((h, w), np.float32),
+            "idx": ((h, w), np.int32)}
+    for name, (shape, dtype) in want.items():
+        a = getattr(out, name)
+        if a.shape != shape or a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"out.{name}: expected a writable contiguous {np.dtype(dtype).name} array of shape "
+                             f"{shape}, got {a.dtype.name} {a.shape}")
+    per_point = []
+    for name, dtype in (("px", np.int64), ("py", np.int64), ("unproj_range", np.float32)):
+        a = getattr(out, name)
+        base = a.base if isinstance(a.base, np.ndarray) and a.base.ndim == 1 else a  # the full buffer of a view
+        if base.dtype != dtype or base.ndim != 1 or not base.flags.c_contiguous or not base.flags.writeable:
+            raise ValueError(f"out.{name}: expected a writable contiguous {np.dtype(dtype).name} vector, "
+                             f"got {base.dtype.name} {base.shape}")
+        if base.shape[0] < n:  # too short for this scan: grow, with room for slightly larger scans
+            base = np.empty(n + n // 4, dtype)
+        per_point.append(base[:n])
+    return (*per_point, out.idx, out.range, out.xyz, out.remission)
+
+
 def spherical_projection(points, height: int = 64, width: int = 2048, fov_up: float = 3.0, fov_down: float = -25.0,
-                         keep=None, parallel: bool = False) -> RangeProjection:
+                         keep=None, parallel: bool = False, out: RangeProjection | None = None) -> RangeProjection:
     """RangeNet++'s spherical projection of points float32 [N,4] (or [N,3]) onto an H x W range image.
 
     Per point: range = ||xyz||, yaw = -atan2(y, x), pitch = asin(z / range), all in float32;
@@ -331,6 +358,10 @@ def spherical_projection(points, height: int = 64, width: int = 2048, fov_up: fl
     Not projected (px = py = -1, still in the per-point arrays): points with non-finite xyz or remission, zero range,
     or `keep[i]` False (bool [N], e.g. point dropout). `parallel`: use numba threads (ignored inside a DataLoader
     worker); one thread takes about 1.2 ms per 120k points.
+    `out`: a previous result whose arrays are reused (images of the same H x W, per-point arrays at least N long;
+    the result's per-point arrays are views of their first N entries). Writing ~5 MB of fresh output pages costs
+    more than the projection itself, so loops over many scans (inference, benchmarks) should pass the last result;
+    the returned arrays then share memory with `out`, which must not be used afterwards.
     """
     geometry = SensorGeometry(height, width, fov_up, fov_down)
     pts = _check_points(points)
@@ -341,13 +372,7 @@ def spherical_projection(points, height: int = 64, width: int = 2048, fov_up: fl
     # RangeNet++ uses |fov_down| + |fov_up|; fov_up - fov_down is the same number when fov_up >= 0 >= fov_down and
     # stays correct for sensors whose field of view lies entirely above or below the horizon.
     fov = fov_up_rad - fov_down_rad
-    px = np.empty(n, np.int64)
-    py = np.empty(n, np.int64)
-    depth = np.empty(n, np.float32)
-    idx = np.empty((h, w), np.int32)
-    rng = np.empty((h, w), np.float32)
-    xyz = np.empty((h, w, 3), np.float32)
-    rem = np.empty((h, w), np.float32)
+    px, py, depth, idx, rng, xyz, rem = _output_buffers(out, n, h, w)
     args = (pts, keep, h, w, np.float32(math.pi), np.float32(-fov_down_rad), np.float32(fov),
             px, py, depth, idx, rng, xyz, rem)
     if _use_parallel(parallel):
