@@ -69,3 +69,18 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         atomic_write_bytes(target, Boom())
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask):
+    import os
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "a.label", b"x")
+        with open(tmp_path / "plain", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    # the same mode as a file created with open(), not mkstemp's private 0o600
+    assert os.stat(tmp_path / "a.label").st_mode & 0o777 == os.stat(tmp_path / "plain").st_mode & 0o777
+    assert os.stat(tmp_path / "a.label").st_mode & 0o777 == 0o666 & ~umask

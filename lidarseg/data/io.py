@@ -59,14 +59,31 @@ def join_label(semantic: np.ndarray, instance: np.ndarray | None = None) -> np.n
     return semantic | (np.asarray(instance, dtype=np.uint32) << np.uint32(16))
 
 
+def _file_mode() -> int:
+    """Permissions of a newly created file under the process umask (0o644 for umask 022). mkstemp creates 0o600
+    files; without this, every prediction, checkpoint and PNG would be private to its writer."""
+    try:
+        with open("/proc/self/status") as f:  # Linux: reads the umask without changing it
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path, write, *, fsync: bool = False) -> Path:
     """Call `write(f)` with a binary file `f` open on a temporary file in the directory of `path` (created if
     needed), then rename it to `path`, so an interrupted write never leaves a partial file under the final name; on
-    any error the temporary file is removed. With `fsync`, the data reach the disk before the rename."""
+    any error the temporary file is removed. With `fsync`, the data reach the disk before the rename. The file gets
+    the usual permissions of a new file (0o666 minus the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             if fsync:
