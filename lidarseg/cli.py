@@ -15,7 +15,9 @@ COMMANDS = {
     "synth": ("lidarseg.commands.synth", "generate the synthetic SemanticKITTI-format dataset"),
     "train": ("lidarseg.commands.train", "train a network from a YAML config"),
     "infer": ("lidarseg.commands.infer", "predict labels for a split and write submission files"),
+    "export": ("lidarseg.commands.export", "export a checkpoint's network to ONNX, check it with onnxruntime, time it"),
     "evaluate": ("lidarseg.commands.evaluate", "point-level IoU of prediction files, as the official evaluator"),
+    "visualize": ("lidarseg.commands.visualize", "PNG range-image panels of predictions and a per-class IoU chart"),
     "submission": ("lidarseg.commands.submission", "build and validate a SemanticKITTI submission zip"),
     "bench": ("lidarseg.commands.bench", "run a benchmark against a plain reference and print the ratio"),
 }
