@@ -23,8 +23,9 @@ Differences from the reference, all deliberate:
   right with zeros up to the next multiple and crop the output back.
 - `channels_last=True` (default) keeps weights and activations in channels-last memory format, measured faster on
   this CPU (docs/bench/model.md); outputs are returned contiguous. `channels_last=False` is the plain layout.
-- small variants: `width` multiplies every channel count (rounded, at least 1) and `blocks` sets the number of
-  BasicBlocks per encoder stage (5 entries). The defaults are the faithful sizes.
+- small variants: `width` multiplies every channel count (rounded, at least 1), or `channels` gives the six counts
+  (stem, enc1..enc5; the decoder mirrors them), and `blocks` sets the number of BasicBlocks per encoder stage
+  (5 entries). The defaults are the faithful sizes.
 
 State-dict keys are `backbone.*`, `decoder.*`, `head.*` with the reference's names below each prefix, so
 RangeNet++'s released files `backbone`, `segmentation_decoder`, `segmentation_head` load with
@@ -157,7 +158,8 @@ class RangeNet(nn.Module):
     input_mode = "range"
 
     def __init__(self, num_classes: int = 20, in_channels: int = 5, depth: int = 53, *,
-                 blocks: Sequence[int] | None = None, width: float = 1.0, dropout: float = DEFAULT_DROPOUT,
+                 blocks: Sequence[int] | None = None, width: float = 1.0, channels: Sequence[int] | None = None,
+                 dropout: float = DEFAULT_DROPOUT,
                  detach_skips: bool = True, output_stride: int = 32, pad_width: bool = False,
                  bn_momentum: float = BN_MOMENTUM, channels_last: bool = True):
         super().__init__()
@@ -174,7 +176,16 @@ class RangeNet(nn.Module):
             raise ConfigError(f"model option dropout={dropout!r}: expected 0 <= p < 1")
         if num_classes < 1 or in_channels < 1:
             raise ConfigError(f"num_classes={num_classes}, in_channels={in_channels}: both must be >= 1")
-        channels = [max(1, int(round(c * width))) for c in BASE_CHANNELS]
+        if channels is None:
+            channels = [max(1, int(round(c * width))) for c in BASE_CHANNELS]
+        else:
+            if width != 1.0:
+                raise ConfigError(f"model options width={width!r} and channels={list(channels)!r}: give one of them")
+            if len(channels) != 6 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                             for c in channels):
+                raise ConfigError(f"model option channels={list(channels)!r}: expected 6 positive integers (stem, "
+                                  "then the output of each encoder stage; the decoder mirrors them)")
+            channels = list(channels)
         self.num_classes, self.in_channels = num_classes, in_channels
         self.channels, self.blocks = channels, blocks
         self.detach_skips, self.pad_width = detach_skips, pad_width

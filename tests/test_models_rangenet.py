@@ -73,6 +73,27 @@ def test_other_classes_channels_and_output_stride():
     assert isinstance(m.decoder.dec4, nn.Sequential) and hasattr(m.decoder.dec4, "conv")
 
 
+def test_explicit_channel_profile():
+    chans = [16, 32, 48, 64, 96, 128]
+    m = rangenet21(channels=chans, blocks=[1, 1, 1, 1, 1]).eval()
+    assert m.channels == chans
+    assert m.backbone.conv1.out_channels == 16 and m.head[1].in_channels == 16
+    for i in range(5):  # encoder stage i maps chans[i] -> chans[i+1]; the decoder mirrors it
+        assert getattr(m.backbone, f"enc{i + 1}").conv.in_channels == chans[i]
+        assert getattr(m.backbone, f"enc{i + 1}").conv.out_channels == chans[i + 1]
+        assert getattr(m.decoder, f"dec{i + 1}").upconv.in_channels == chans[i + 1]
+        assert getattr(m.decoder, f"dec{i + 1}").upconv.out_channels == chans[i]
+    # width=0.25 is the same network as the channel list it rounds to
+    assert n_params(rangenet21(channels=[8, 16, 32, 64, 128, 256], blocks=[1] * 5)) == n_params(rangenet21(**SMALL))
+    with torch.no_grad():
+        assert m(torch.randn(1, 5, 16, 64)).shape == (1, 20, 16, 64)
+    for bad in ([16, 32], [16, 32, 48, 64, 96, 0], [16, 32, 48, 64, 96, 1.5]):
+        with pytest.raises(ConfigError, match="channels"):
+            rangenet21(channels=bad)
+    with pytest.raises(ConfigError, match="give one of them"):
+        rangenet21(channels=chans, width=0.5)
+
+
 def test_width_not_divisible_by_32():
     m = rangenet21(**SMALL).eval()
     with pytest.raises(ConfigError, match="1000 is not divisible by 32"):
