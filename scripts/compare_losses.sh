@@ -24,12 +24,12 @@ data=$("$PYTHON" -c "from lidarseg.data.synthetic import ensure_dataset; print(e
 mkdir -p "$OUT"
 "$PYTHON" -m lidarseg info > "$OUT/versions.txt"
 
-loss_args() {  # variant -> --set arguments on top of the config's loss (the demo's is the subclassified loss)
+loss_args() {  # variant -> a --set that replaces the config's whole loss section (published defaults of each loss)
   case "$1" in
-    ce) echo "--set loss.name=ce" ;;
-    wce) echo "--set loss.name=wce" ;;
-    subclassified) echo "--set loss.name=subclassified" ;;
-    subclassified_wce) echo "--set loss.name=subclassified --set loss.class_weight=content" ;;
+    ce) echo '--set loss={"name":"ce"}' ;;
+    wce) echo '--set loss={"name":"wce"}' ;;
+    subclassified) echo '--set loss={"name":"subclassified"}' ;;
+    subclassified_wce) echo '--set loss={"name":"subclassified","class_weight":"content"}' ;;
     *) echo "unknown variant $1 (valid: ce wce subclassified subclassified_wce)" >&2; return 2 ;;
   esac
 }
