@@ -83,7 +83,8 @@ class EvalResult:
         return d
 
 
-def _seq_name(seq) -> str:
+def sequence_dir(seq) -> str:
+    """Sequence given on the command line or in a split (8, "8" or "08") -> its directory name "08"."""
     return f"{int(seq):02d}" if str(seq).isdigit() else str(seq)
 
 
@@ -93,7 +94,7 @@ def find_pairs(data_root, pred_root, sequences) -> list[ScanPair]:
     pairs = []
     problems = []
     for seq in sequences:
-        name = _seq_name(seq)
+        name = sequence_dir(seq)
         label_dir = data_root / "sequences" / name / "labels"
         pred_dir = pred_root / "sequences" / name / "predictions"
         if not label_dir.is_dir():
@@ -125,7 +126,7 @@ def evaluate(data_root, pred_root, split: str = "valid", label_map: LabelMap | N
     label_map = label_map or LabelMap.from_yaml()
     if sequences is None:
         sequences = label_map.sequences(split)
-    seq_names = [_seq_name(s) for s in sequences]
+    seq_names = [sequence_dir(s) for s in sequences]
     pairs = find_pairs(data_root, pred_root, seq_names)
     C = label_map.num_classes
     ext = C + 1                      # an extra class C collects ids the learning_map does not know

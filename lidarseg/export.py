@@ -33,13 +33,13 @@ import logging
 import os
 import statistics
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .bench.common import time_call
 from .errors import ConfigError, DataError, LidarsegError
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "INPUT_CHANNELS", "DEFAULT_OPSET", "require_onnx", "check_writable",
@@ -369,26 +369,18 @@ def latency(onnx_path, model: torch.nn.Module, inputs: torch.Tensor, runs: int =
     def run_torch():
         with torch.inference_mode():
             model(x)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
 
     def run_ort():
         sess.run([OUTPUT_NAME], feed)
 
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
     out = {"runs": int(runs), "threads": threads, "batch": int(inputs.shape[0]), "device": dev.type}
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with _eval_mode(model):
-            for key, fn in (("onnxruntime", run_ort), ("torch", run_torch)):
-                for _ in range(max(0, warmup)):
-                    fn()
-                times = []
-                for _ in range(max(1, runs)):
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t0)
-                out[key] = statistics.median(times) / inputs.shape[0]
+            out["onnxruntime"] = statistics.median(time_call(run_ort, max(1, runs), max(0, warmup))) / inputs.shape[0]
+            out["torch"] = statistics.median(time_call(run_torch, max(1, runs), max(0, warmup), sync)) / inputs.shape[0]
     finally:
         torch.set_num_threads(before)
     return out

@@ -58,10 +58,6 @@ def _sensor(args, cfg):
     return SensorGeometry.from_config(sensor or None, source="visualize sensor")
 
 
-def _seq_name(seq: str) -> str:
-    return f"{int(seq):02d}" if str(seq).isdigit() else str(seq)
-
-
 def list_items(data_root: Path, sequences) -> list[tuple[str, str, Path, Path | None]]:
     """[(sequence, stem, scan path, label path or None)] sorted by sequence then stem."""
     from ..errors import DataError
@@ -103,7 +99,7 @@ def run(args) -> int:
     from ..data.labels import LabelMap
     from ..data.projection import spherical_projection
     from ..errors import ConfigError, DataError
-    from ..evaluation import evaluate
+    from ..evaluation import evaluate, sequence_dir
     from ..visualize import scan_panel, write_iou_chart, write_png
 
     cfg = None
@@ -118,10 +114,10 @@ def run(args) -> int:
     if not (data_root / "sequences").is_dir():
         raise DataError(f"dataset root {data_root}: no 'sequences' directory (expected DATA/sequences/NN/velodyne)")
     if args.sequences:
-        seqs = [_seq_name(s) for s in args.sequences]
+        seqs = [sequence_dir(s) for s in args.sequences]
         what = f"sequences {', '.join(seqs)}"
     else:   # as `lidarseg submission`: the split's sequences that exist under DATA
-        listed = [_seq_name(s) for s in label_map.sequences(args.split)]
+        listed = [sequence_dir(s) for s in label_map.sequences(args.split)]
         seqs = [s for s in listed if (data_root / "sequences" / s).is_dir()]
         if not seqs:
             raise DataError(f"split {args.split}: none of its sequences ({', '.join(listed) or 'none'}) exist "
