@@ -1,4 +1,5 @@
-"""Networks: RangeNet++ (`rangenet21`, `rangenet53`) and KPRNet (`kprnet`), timm/torchvision style.
+"""Networks: RangeNet++ (`rangenet21`, `rangenet53`), KPRNet (`kprnet`), CENet (`cenet`) and SalsaNext
+(`salsanext`), timm/torchvision style.
 
     model = build_model("rangenet53", num_classes=20, in_channels=5)                  # faithful sizes
     model = build_model("rangenet21", 20, 5, width=0.25, blocks=[1, 1, 1, 1, 1])      # CPU demo size
@@ -23,7 +24,7 @@ __all__ = ["MODELS", "register_model", "list_models", "build_model", "build_mode
            "load_state_dict_strict", "load_rangenet_checkpoint", "DEFAULT_IN_CHANNELS"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
-DEFAULT_IN_CHANNELS = {"rangenet21": 5, "rangenet53": 5, "kprnet": 2}
+DEFAULT_IN_CHANNELS = {"rangenet21": 5, "rangenet53": 5, "kprnet": 2, "cenet": 5, "salsanext": 5}
 
 
 def register_model(name: str):
@@ -35,12 +36,16 @@ def register_model(name: str):
 
 
 def _register_defaults():
-    from . import kprnet, rangenet
+    from . import cenet, kprnet, rangenet, salsanext
     register_model("rangenet21")(rangenet.rangenet21)
     register_model("rangenet53")(rangenet.rangenet53)
     register_model("kprnet")(kprnet.kprnet)
     rangenet.rangenet21.model_class = rangenet.rangenet53.model_class = rangenet.RangeNet
     kprnet.kprnet.model_class = kprnet.KPRNet
+    register_model("cenet")(cenet.cenet)
+    register_model("salsanext")(salsanext.salsanext)
+    cenet.cenet.model_class = cenet.CENet
+    salsanext.salsanext.model_class = salsanext.SalsaNext
 
 
 _register_defaults()
