@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lidarseg.losses.subclassified import SubclassifiedLoss, subclass_counts
+from lidarseg.losses.subclassified import SubclassifiedLoss, choose_path, dense_counts, subclass_counts
 
 C = 20
 
@@ -329,16 +329,99 @@ def test_autocast_weights_are_float32_and_equal():
     assert torch.isfinite(loss) and loss.dtype == torch.float32
 
 
+# ---------------------------------------------------------------- the two pair searches
+@pytest.mark.parametrize("normalize", ["official", "valid"])
+@pytest.mark.parametrize("tau", [0.98, 0.5, 0.0, -0.3])
+def test_dense_and_windowed_paths_give_identical_weights(normalize, tau):
+    y = range_labels(2, 64, 512, seed=21)
+    s = clustered_logits(y, noise=0.3, seed=5)
+    w = SubclassifiedLoss(threshold=tau, normalize=normalize, path="windowed").weights(s, y)
+    wd = SubclassifiedLoss(threshold=tau, normalize=normalize, path="dense").weights(s, y)
+    assert torch.equal(w, wd)
+    assert w.std() > 0                               # a non-uniform map: the comparison can fail
+
+
+def test_dense_counts_equal_windowed_in_every_piece_layout():
+    """Whole images per step, one image per step and row blocks of one image all give the windowed counts, with
+    inactive queries and references (ignored pixels in 'valid' mode)."""
+    y = range_labels(3, 32, 256, seed=22)
+    s = clustered_logits(y, noise=0.3, seed=6)
+    q = F.interpolate(s, (8, 64), mode="bilinear").reshape(3, C, -1)
+    r = F.interpolate(s, (4, 32), mode="bilinear").reshape(3, C, -1)
+    yq, yr = y[:, ::4, ::4].reshape(3, -1), y[:, ::8, ::8].reshape(3, -1)
+    aq, ar = yq != 0, yr != 0
+    ref = subclass_counts(q, yq, aq, r, yr, ar, 0.98)
+    assert ref.max() > 0 and (ref[~aq] == 0).all()
+    n = q.shape[2] * r.shape[2]
+    for max_elems in (1 << 30, 2 * n, n, n - 1, 1000, 1):
+        assert torch.equal(dense_counts(q, yq, aq, r, yr, ar, 0.98, max_elems=max_elems), ref)
+
+
+def test_point_logits_give_identical_weights_on_both_paths():
+    y = range_labels(1, 1, 4096, seed=23)[:, 0]
+    s = clustered_logits(range_labels(1, 8, 4096, seed=23), noise=0.3)[:, :, 0]
+    for kw in ({}, {"ref_stride": 1, "query_stride": 1}):
+        w = SubclassifiedLoss(path="windowed", **kw).weights(s, y)
+        assert torch.equal(w, SubclassifiedLoss(path="dense", **kw).weights(s, y))
+
+
+def test_auto_path_is_windowed_on_cpu_and_dense_on_cuda_up_to_the_measured_size():
+    from lidarseg.losses.subclassified import DENSE_AUTO_MAX_PAIRS
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_path("auto", cpu, 16) == "windowed"
+    limit = DENSE_AUTO_MAX_PAIRS["cuda"]
+    assert choose_path("auto", cuda, limit) == "dense" and choose_path("auto", cuda, limit + 1) == "windowed"
+    assert choose_path("dense", cpu, 1 << 40) == "dense" and choose_path("windowed", cuda, 1) == "windowed"
+    with pytest.raises(ValueError, match="path must be one of"):
+        SubclassifiedLoss(path="fast")
+
+
+# ---------------------------------------------------------------- CUDA (run by scripts/gpu_check.sh on a GPU)
+def exact_logits(y, seed=0):
+    """Clustered logits on a 1/8 grid in [-8, 8]: the stride-4 and stride-8 bilinear grids average 2x2 pixels
+    (multiples of 1/32), so every squared norm and dot product is a multiple of 1/1024 below 2^11, exact in float32
+    whatever order a BLAS sums in. CPU and CUDA then decide every pair identically."""
+    return (clustered_logits(y, noise=0.3, seed=seed) * 8).round().clamp(-64, 64) / 8
+
+
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu():  # pragma: no cover - runs where a GPU exists
+@pytest.mark.parametrize("path", ["dense", "windowed"])
+@pytest.mark.parametrize("normalize", ["official", "valid"])
+def test_cuda_weights_and_gradients_equal_cpu(path, normalize):  # pragma: no cover - runs where a GPU exists
     y = range_labels(2, 64, 512, seed=16)
-    s = clustered_logits(y, noise=0.3)
-    L = SubclassifiedLoss(normalize="official")
-    w = L.weights(s, y)
-    wc = L.to("cuda").weights(s.cuda(), y.cuda()).cpu()
-    assert (w - wc).abs().max() < 1e-3 and (w != wc).float().mean() < 0.01   # TF32/reassociation may flip ties
-    loss = L(s.cuda().requires_grad_(), y.cuda())
+    s = exact_logits(y)
+    L = SubclassifiedLoss(normalize=normalize, path="windowed")
+    x = s.clone().requires_grad_()
+    loss = L(x, y)
     loss.backward()
+    Lc = SubclassifiedLoss(normalize=normalize, path=path).cuda()
+    xc = s.cuda().requires_grad_()
+    loss_c = Lc(xc, y.cuda())
+    loss_c.backward()
+    wc = Lc.last_weight_map.cpu()
+    assert L.last_weight_map.std() > 0
+    # same subclass counts -> the same weights up to float rounding of the bilinear resampling and means
+    torch.testing.assert_close(wc, L.last_weight_map, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_c.cpu(), loss.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(xc.grad.cpu(), x.grad, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_paths_agree_at_full_size_and_ignore_tf32():  # pragma: no cover - runs where a GPU exists
+    y = range_labels(2, 64, 2048, seed=24).cuda()
+    s = exact_logits(y.cpu(), seed=7).cuda()
+    w = SubclassifiedLoss(path="windowed").weights(s, y)
+    assert w.std() > 0
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")        # TF32 allowed: the loss must still compute in float32
+    try:
+        wd = SubclassifiedLoss(path="dense").weights(s, y)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert torch.equal(w, wd)
 
 
 # ---------------------------------------------------------------- errors

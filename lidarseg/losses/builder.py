@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from .baselines import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropy
+from .boundary import BoundaryLoss
 from .subclassified import SubclassifiedLoss
 
 __all__ = ["build_loss", "WeightedSumLoss", "find_subclassified", "LOSSES"]
@@ -30,10 +31,11 @@ LOSSES = {
     "lovasz": (LovaszSoftmaxLoss, {"classes": "present", "ignore_index": 0}),
     "focal": (FocalLoss, {"gamma": 2.0, _CW: None, "ignore_index": 0}),
     "ohem": (OhemCrossEntropy, {"thresh": 0.9, "min_kept": 10000, _CW: None, "ignore_index": 0}),
+    "boundary": (BoundaryLoss, {"theta0": 3}),
     "subclassified": (SubclassifiedLoss, {
         "threshold": 0.98, "eps": 10.0, "power": 0.5, "max_weight": 10.0, "ref_stride": 8, "query_stride": 4,
         "similarity_input": "logits", "normalize": "valid", _CW: None, "ignore_index": 0, "chunk": 64,
-        "max_pairs": 1 << 22, "cpu_threads": 1}),
+        "max_pairs": 1 << 22, "cpu_threads": 1, "path": "auto"}),
 }
 _FLOAT_KEYS = {"threshold", "eps", "power", "max_weight", "gamma", "thresh"}
 _INT_KEYS = {"ref_stride", "query_stride", "min_kept", "ignore_index", "chunk", "max_pairs", "cpu_threads"}

@@ -27,11 +27,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["SubclassifiedLoss", "subclass_counts"]
+__all__ = ["SubclassifiedLoss", "subclass_counts", "dense_counts", "choose_path"]
 
 SIM_EPS = 1e-5          # the similarity's denominator epsilon, as published
 _BAND_SLACK = 1e-3      # relative widening of the norm band: pruning must never drop a pair that could count
 _GROUP_PAIRS = 1 << 18  # pairs per batched step at most (cache-sized: 1 MB per float buffer); max_pairs may lower it
+DENSE_STEP_PAIRS = 1 << 26  # pairs per step of the dense path (about 1 GB of temporaries)
+# path="auto" picks the dense comparison when an image has at most this many (query, reference) pairs on the
+# device type (absent or 0: never), from the benchmarks in docs/benchmarks.md. On CPU dense wins only below about
+# 2^16 pairs (a 32x256 image), smaller than any real range image, so auto stays windowed there.
+DENSE_AUTO_MAX_PAIRS = {"cuda": 1 << 25}
+PATHS = ("auto", "dense", "windowed")
 
 
 def _as_image(logits: torch.Tensor, target: torch.Tensor, num_classes_hint: str = "C"):
@@ -314,6 +320,53 @@ def subclass_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor
     return counts.reshape(B, Nq)
 
 
+def dense_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
+                 r: torch.Tensor, r_lab: torch.Tensor, r_active: torch.Tensor,
+                 threshold: float, max_elems: int = DENSE_STEP_PAIRS) -> torch.Tensor:
+    """`subclass_counts` by the published dense comparison: every query against every reference of its image,
+    `sim = dot / (max(|q|^2, |r|^2) + 1e-5) > threshold` on the same-label, active pairs.
+
+    Same arguments and result as `subclass_counts`. The [b, n, N_r] similarity is built in pieces of at most
+    `max_elems` pairs (whole images batched together where they fit, else rows of one image), so peak memory is
+    about 14 bytes x max_elems whatever the image size. Fast where a B x N_q x N_r matmul is cheap (a GPU at
+    range-image sizes); the windowed path wins where it is not."""
+    B, C, Nq = q.shape
+    Nr = r.shape[2]
+    counts = torch.zeros(B, Nq, dtype=torch.float32, device=q.device)
+    tau = float(threshold)
+    if math.isnan(tau) or tau == math.inf or Nq == 0 or Nr == 0:
+        return counts
+    qn, rn = torch.sum(q * q, dim=1), torch.sum(r * r, dim=1)          # [B,Nq], [B,Nr], as published
+    qt = q.transpose(1, 2)                                              # [B,Nq,C]
+    q_lab, r_lab = q_lab.reshape(B, Nq), r_lab.reshape(B, Nr)
+    r_keep = r_active.reshape(B, 1, Nr)
+    per_image = Nq * Nr
+    if per_image <= max_elems:                                          # several whole images per step
+        pieces = [(b0, min(B, b0 + max(1, max_elems // per_image)), 0, Nq)
+                  for b0 in range(0, B, max(1, max_elems // per_image))]
+    else:                                                               # row blocks of one image
+        rows = max(1, max_elems // Nr)
+        pieces = [(b, b + 1, i0, min(Nq, i0 + rows)) for b in range(B) for i0 in range(0, Nq, rows)]
+    for b0, b1, i0, i1 in pieces:
+        dot = torch.bmm(qt[b0:b1, i0:i1], r[b0:b1])                     # [b, n, Nr]
+        den = torch.maximum(qn[b0:b1, i0:i1, None], rn[b0:b1, None, :]).add_(SIM_EPS)
+        hit = dot.div_(den) > tau
+        del dot, den
+        hit &= q_lab[b0:b1, i0:i1, None] == r_lab[b0:b1, None, :]
+        hit &= r_keep[b0:b1]
+        counts[b0:b1, i0:i1] = hit.sum(2, dtype=torch.int32).float()
+    return counts * q_active.reshape(B, Nq)
+
+
+def choose_path(path: str, device: torch.device, pairs_per_image: int) -> str:
+    """The pair search to use: `path` if forced, else "dense" where the B x N_q x N_r comparison is measured to be
+    faster (see DENSE_AUTO_MAX_PAIRS), "windowed" elsewhere."""
+    if path != "auto":
+        return path
+    limit = DENSE_AUTO_MAX_PAIRS.get(torch.device(device).type, 0)
+    return "dense" if pairs_per_image <= limit else "windowed"
+
+
 class SubclassifiedLoss(nn.Module):
     """Cross-entropy weighted per pixel by the inverse size of the pixel's subclass (see the module docstring).
 
@@ -332,6 +385,11 @@ class SubclassifiedLoss(nn.Module):
     ignore_index: target value to ignore (None: none).
     chunk, max_pairs: speed/memory knobs of the pair search (results do not depend on them): blocks of at most
         `chunk` sorted queries, at most `max_pairs` pairs compared at a time (at most 2^18 in any case).
+    path: the pair search: "windowed" (sorted by label and norm, only same-label pairs of similar norm are compared:
+        fewest operations, fastest on CPU), "dense" (the published B x N_q x N_r comparison in bounded pieces: one
+        matmul per piece, faster on a GPU at range-image sizes), or "auto" (dense on CUDA up to
+        DENSE_AUTO_MAX_PAIRS pairs per image, windowed otherwise). Both give the same counts: the published float32
+        test, decided exactly.
     cpu_threads: intra-op threads for the weight computation on CPU (torch.set_num_threads around it, restored
         afterwards; results do not depend on it). Default 1: the weight computation is a chain of small ops whose
         fork/join costs more than a second thread gains, and on a loaded machine every parallel op can stall on a
@@ -349,12 +407,14 @@ class SubclassifiedLoss(nn.Module):
     def __init__(self, threshold: float = 0.98, eps: float = 10.0, power: float = 0.5, max_weight=10.0,
                  ref_stride: int = 8, query_stride: int = 4, similarity_input: str = "logits",
                  normalize: str = "valid", class_weight=None, ignore_index=0, chunk: int = 64,
-                 max_pairs: int = 1 << 22, cpu_threads=1):
+                 max_pairs: int = 1 << 22, cpu_threads=1, path: str = "auto"):
         super().__init__()
         if similarity_input not in ("logits", "probs"):
             raise ValueError(f"similarity_input must be 'logits' or 'probs', got {similarity_input!r}")
         if normalize not in ("valid", "official"):
             raise ValueError(f"normalize must be 'valid' or 'official', got {normalize!r}")
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {list(PATHS)}, got {path!r}")
         for key, v in (("ref_stride", ref_stride), ("query_stride", query_stride), ("chunk", chunk),
                        ("max_pairs", max_pairs)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -379,6 +439,7 @@ class SubclassifiedLoss(nn.Module):
         self.ignore_index = ignore_index
         self.chunk, self.max_pairs = chunk, max_pairs
         self.cpu_threads = cpu_threads
+        self.path = path
         self.register_buffer("class_weight", class_weight_tensor(class_weight))
         self.last_terms: dict = {}
         self.last_weight_map = None
@@ -387,7 +448,7 @@ class SubclassifiedLoss(nn.Module):
         return (f"threshold={self.threshold}, eps={self.eps}, power={self.power}, max_weight={self.max_weight}, "
                 f"ref_stride={self.ref_stride}, query_stride={self.query_stride}, "
                 f"similarity_input={self.similarity_input!r}, normalize={self.normalize!r}, "
-                f"ignore_index={self.ignore_index}")
+                f"ignore_index={self.ignore_index}, path={self.path!r}")
 
     # ------------------------------------------------------------------------------------------------------
     def _prepare(self, logits, target):
@@ -405,7 +466,17 @@ class SubclassifiedLoss(nn.Module):
 
     def _weight_map(self, x: torch.Tensor, y: torch.Tensor, valid=None) -> torch.Tensor:
         """float32 [B,H,W] weight map of 4-D logits x and 3-D target y (no checks); `valid`: y != ignore_index
-        if the caller has it. On CPU it runs with `cpu_threads` intra-op threads (restored afterwards)."""
+        if the caller has it. On CPU it runs with `cpu_threads` intra-op threads, on CUDA with float32 (not TF32)
+        matmuls (both restored afterwards)."""
+        if x.device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
+            # TF32 matmuls (set_float32_matmul_precision("high"), common with AMP) would change the similarities;
+            # the published test is float32
+            old = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("highest")
+            try:
+                return self._weight_map_impl(x, y, valid)
+            finally:
+                torch.set_float32_matmul_precision(old)
         n = torch.get_num_threads()
         if x.device.type != "cpu" or self.cpu_threads is None or self.cpu_threads == n:
             return self._weight_map_impl(x, y, valid)
@@ -432,7 +503,10 @@ class SubclassifiedLoss(nn.Module):
                 ar = torch.ones_like(yr, dtype=torch.bool)
             else:
                 aq, ar = yq != self.ignore_index, yr != self.ignore_index
-            k = subclass_counts(q, yq, aq, r, yr, ar, self.threshold, self.chunk, self.max_pairs)
+            if choose_path(self.path, x.device, q.shape[2] * r.shape[2]) == "dense":
+                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold)
+            else:
+                k = subclass_counts(q, yq, aq, r, yr, ar, self.threshold, self.chunk, self.max_pairs)
             wq = torch.pow(k + self.eps, -self.power).reshape(B, 1, *qsz)
             if self.normalize == "official":
                 w = _bilinear(wq, (H, W))[:, 0]
