@@ -21,7 +21,7 @@ from torch import nn
 from lidarseg.errors import ConfigError, DataError
 
 __all__ = ["MODELS", "register_model", "list_models", "build_model", "build_model_from_config",
-           "load_state_dict_strict", "load_rangenet_checkpoint", "DEFAULT_IN_CHANNELS"]
+           "load_state_dict_strict", "load_rangenet_checkpoint", "DEFAULT_IN_CHANNELS", "main_logits"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 DEFAULT_IN_CHANNELS = {"rangenet21": 5, "rangenet53": 5, "kprnet": 2, "cenet": 5, "salsanext": 5}
@@ -49,6 +49,12 @@ def _register_defaults():
 
 
 _register_defaults()
+
+
+def main_logits(output):
+    """The main head's logits of a model's output: the output itself, or the first map of a list of logit maps
+    (networks with auxiliary heads, e.g. CENet in training mode, return [main, aux1, ...])."""
+    return output[0] if isinstance(output, (list, tuple)) else output
 
 
 def list_models() -> list[str]:

@@ -103,6 +103,7 @@ class CENet(nn.Module):
             raise ConfigError(f"model option layers={layers!r}: expected 4 integers >= 1 (blocks per stage)")
         act = act.lower()
         self.aux_heads, self.act = bool(aux_heads), act
+        self.num_heads = 4 if self.aux_heads else 1   # logit maps returned in training mode
         c0, c, ch = (max(1, round(n * width)) for n in (64, 128, 256))
         self.conv1 = ConvBNAct(in_channels, c0, act)
         self.conv2 = ConvBNAct(c0, c, act)

@@ -54,6 +54,7 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
     times = {s: [] for s in STAGES}
     labelled = False
     from ..submission import write_prediction
+    from models import main_logits
     from tqdm import tqdm
     for i in tqdm(range(n), desc=f"infer {split}", disable=not progress, leave=False, dynamic_ncols=True):
         t0 = time.perf_counter()
@@ -64,7 +65,7 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
         else:
             args = [batch[k].to(device) for k in builders.KPRNET_INPUTS]
             logits = model(*args, point_mask=batch["point_mask"].to(device))
-        pred = logits.argmax(1)
+        pred = main_logits(logits).argmax(1)
         _sync(device)
         t2 = time.perf_counter()
         labelled |= bool(batch["has_labels"][0])

@@ -101,7 +101,9 @@ class Trainer:
         self.label_map = builders.label_map(cfg)
         model = builders.model(cfg, self.label_map)
         self.mode = getattr(model, "input_mode", "range")
-        self.loss_fn = builders.loss(cfg, self.label_map).to(self.device)
+        from ..losses import MultiHeadLoss
+        self.loss_fn = MultiHeadLoss(builders.loss(cfg, self.label_map), tcfg["head_weights"],
+                                     getattr(model, "num_heads", None)).to(self.device)
         if datasets is not None:
             self.train_set, self.val_set = datasets
         else:
@@ -175,7 +177,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ batches
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, target) for either input mode; logits are cast to float32 for the loss."""
+        """(logits, target) for either input mode; logits are cast to float32 for the loss. A multi-head model
+        gives a list of logit maps (main head first)."""
         dev = self.device
         with torch.autocast(dev.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16,
                             enabled=self.amp != "none"):
@@ -189,6 +192,8 @@ class Trainer:
                 args = [batch[k].to(dev, non_blocking=True) for k in builders.KPRNET_INPUTS]
                 logits = self.model(*args, point_mask=batch["point_mask"].to(dev, non_blocking=True))
                 target = batch["points_label"].to(dev, non_blocking=True)
+        if isinstance(logits, (list, tuple)):
+            return [t.float() for t in logits], target
         return logits.float(), target
 
     def _loader(self, dataset, sampler, batch_size: int, drop_last: bool, generator=None) -> DataLoader:
@@ -326,6 +331,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict:
+        from models import main_logits
         self.model.eval()
         cfg = self.cfg
         knn = builders.knn_params(cfg) if (cfg["val"]["knn"] and self.mode == "range") else None
@@ -336,6 +342,7 @@ class Trainer:
         images = None
         for batch in loader:
             logits, target = self.forward(batch)
+            logits = main_logits(logits)
             ev.add_batch(logits, batch, self.mode, knn)
             if images is None and self.ctx.is_main and cfg["val"]["images"] and self.mode == "range":
                 images = self._images(logits, target, batch)

@@ -6,8 +6,10 @@
 `lidarseg.losses.subclassified` depends on torch only and can be used on its own. See docs/loss.md.
 """
 from .baselines import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropy
+from .boundary import BoundaryLoss
 from .builder import LOSSES, WeightedSumLoss, build_loss, find_subclassified
+from .heads import MultiHeadLoss
 from .subclassified import SubclassifiedLoss
 
 __all__ = ["SubclassifiedLoss", "CrossEntropyLoss", "LovaszSoftmaxLoss", "FocalLoss", "OhemCrossEntropy",
-           "WeightedSumLoss", "build_loss", "find_subclassified", "LOSSES"]
+           "BoundaryLoss", "MultiHeadLoss", "WeightedSumLoss", "build_loss", "find_subclassified", "LOSSES"]
