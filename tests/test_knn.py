@@ -176,3 +176,13 @@ def test_bad_input():
         knn_refine(pr.astype(np.int32), *one[:1], pa, one[1], one[2])
     with pytest.raises(ValueError, match="odd"):
         knn_refine(pr, one[0], pa, one[1], one[2], search=4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kw", [{}, {"wrap": True}, {"cutoff": 0.0}, {"k": 7, "search": 7, "sigma": 2.0}])
+def test_cuda_torch_knn_equals_numba(scan, kw):  # pragma: no cover - runs where a GPU exists
+    t = [torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in scan]
+    out = knn_refine(*t, **kw)
+    assert out.device.type == "cuda"
+    np.testing.assert_array_equal(out.cpu().numpy(), knn_refine_numpy(*scan, **kw))
