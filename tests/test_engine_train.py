@@ -44,7 +44,7 @@ def test_train_writes_tags_checkpoints_and_config(root, tmp_path, capsys):
         args += ["--set", s]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "resolved config:" in printed and "val epoch 2:" in printed
+    assert "resolved config:" in printed and "val epoch 2:" in printed and "waiting for data" in printed
     assert load_config(out / "config.yaml")["train"]["epochs"] == 2  # the saved config is a valid config
     state = load_checkpoint(out / "last.pt")
     assert {"config", "model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "best_metric"} <= set(state)
@@ -56,6 +56,7 @@ def test_train_writes_tags_checkpoints_and_config(root, tmp_path, capsys):
     ea.Reload()
     scalars, images = set(ea.Tags()["scalars"]), set(ea.Tags()["images"])
     for tag in ("train/loss", "train/loss_subclassified", "train/lr", "train/grad_norm", "train/scans_per_s",
+                "train/data_wait_share",
                 "val/miou_pixel", "val/miou_point", "val/miou_point_knn", "val/iou_point/car",
                 "val/iou_point_knn/road", "val/iou_pixel/road"):
         assert tag in scalars, tag

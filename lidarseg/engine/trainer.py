@@ -56,6 +56,20 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % 2**31
 
 
+def _timed(iterable, waits: list):
+    """Yield from `iterable`, appending to `waits` the seconds each item took to arrive (time the loop spent
+    waiting for the DataLoader: the GPU is idle then)."""
+    it = iter(iterable)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        waits.append(time.perf_counter() - t)
+        yield item
+
+
 class _StopFlag:
     """SIGINT/SIGTERM set a flag the loop polls after each optimizer step; a second Ctrl-C interrupts at once."""
 
@@ -261,7 +275,8 @@ class Trainer:
         bar = self._bar(total, initial=skip, desc=f"epoch {self.epoch + 1}/{self.epochs}")
         self.optimizer.zero_grad(set_to_none=True)
         t0, seen, loss_sum, n_loss = time.perf_counter(), 0, 0.0, 0
-        for i, batch in enumerate(loader, start=skip):
+        waits: list[float] = []
+        for i, batch in enumerate(_timed(loader, waits), start=skip):
             if i >= total:
                 break
             sync = (i + 1) % self.accumulate == 0
@@ -294,10 +309,14 @@ class Trainer:
         dt = time.perf_counter() - t0
         totals = distributed.all_reduce_sum(torch.tensor([loss_sum, n_loss, seen], dtype=torch.float64), self.ctx)
         self.epoch_loss = float(totals[0] / max(1.0, float(totals[1])))  # mean over all ranks' batches
+        self.data_wait = {"seconds": sum(waits), "first_batch": waits[0] if waits else 0.0, "epoch": dt,
+                          "batches": len(waits)}
         self.log(f"epoch {self.epoch + 1}/{self.epochs}  step {self.step}  loss {self.epoch_loss:.4f}  "
                  f"lr {self.optimizer.param_groups[0]['lr']:.2e}  {float(totals[2]) / max(dt, 1e-9):.1f} "
-                 f"scans/s  {dt:.0f} s")
-        self.logger.scalars({"epoch_loss": self.epoch_loss}, self.step, prefix="train/")
+                 f"scans/s  {dt:.0f} s  waiting for data {100 * sum(waits) / max(dt, 1e-9):.1f} % "
+                 f"(first batch {1000 * self.data_wait['first_batch']:.0f} ms)")
+        self.logger.scalars({"epoch_loss": self.epoch_loss, "data_wait_share": sum(waits) / max(dt, 1e-9)},
+                            self.step, prefix="train/")
         return True
 
     def optimizer_step(self) -> float:
