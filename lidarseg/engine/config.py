@@ -29,7 +29,7 @@ OPEN_SECTIONS = frozenset({"model", "loss", "data.augment", "data.kprnet"})
 #: dotted key -> allowed values (strings compared case-sensitively)
 CHOICES = {
     "optim.name": ("sgd", "adam", "adamw"),
-    "schedule.name": ("exponential", "cosine", "constant"),
+    "schedule.name": ("exponential", "cosine", "constant", "cosine_restarts"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
 }
