@@ -102,7 +102,7 @@ class CENet(nn.Module):
         if len(layers) != 4 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers):
             raise ConfigError(f"model option layers={layers!r}: expected 4 integers >= 1 (blocks per stage)")
         act = act.lower()
-        self.aux_heads, self.act = bool(aux_heads), act
+        self.aux_heads, self.act, self.in_channels = bool(aux_heads), act, in_channels
         self.num_heads = 4 if self.aux_heads else 1   # logit maps returned in training mode
         c0, c, ch = (max(1, round(n * width)) for n in (64, 128, 256))
         self.conv1 = ConvBNAct(in_channels, c0, act)

@@ -134,6 +134,7 @@ class SalsaNext(nn.Module):
     """SalsaNext. forward(x [B,C_in,H,W]) -> logits [B,C,H,W]; H and W multiples of 16."""
 
     input_mode = "range"
+    width_stride = STRIDE   # the input width (and height) must be a multiple of this
 
     def __init__(self, num_classes: int = 20, in_channels: int = 5, width: float = 1.0,
                  dropout: float = DEFAULT_DROPOUT):
@@ -145,6 +146,7 @@ class SalsaNext(nn.Module):
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f"model option dropout={dropout!r}: expected 0 <= p < 1")
         b = max(2, 2 * round(32 * width / 2))
+        self.in_channels = in_channels
         p = float(dropout)
         self.downCntx = ResContextBlock(in_channels, b)
         self.downCntx2 = ResContextBlock(b, b)
