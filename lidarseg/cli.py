@@ -13,6 +13,7 @@ COMMANDS = {
     "info": ("lidarseg.commands.info", "print versions, devices and threads"),
     "stats": ("lidarseg.commands.stats", "class frequencies and input mean/std of a dataset, as YAML"),
     "synth": ("lidarseg.commands.synth", "generate the synthetic SemanticKITTI-format dataset"),
+    "compare-scans": ("lidarseg.commands.compare_scans", "side-by-side statistics of two sets of scans (JSON, PNG)"),
     "train": ("lidarseg.commands.train", "train a network from a YAML config"),
     "infer": ("lidarseg.commands.infer", "predict labels for a split and write submission files"),
     "export": ("lidarseg.commands.export", "export a checkpoint's network to ONNX, check it with onnxruntime, time it"),

@@ -17,15 +17,18 @@ from ... import DEFAULT_DATA_ROOT
 from ...errors import ConfigError
 from ..io import atomic_write_bytes, write_label, write_scan
 from . import raycast
-from .scene import (LANE_MARKING, MAT, MAT_DROPOUT, MAT_REMISSION_STD, OUTLIER, ROAD, Scene, build_scene)
-from .sensor import SensorConfig
+from .remission import RemissionModel, detection_signal, material_gains, remission
+from .scene import (MAT, MAT_DROPOUT, MAT_REMISSION_STD, MATERIALS, OUTLIER, ROAD, Scene,
+                    build_scene)
+from .sensor import SensorConfig, sweep_rays, tilt_matrix
 
+MAT_GAIN = material_gains([m[0] for m in MATERIALS])
 #: The default dataset: sequence -> number of scans (train 00-03, valid 08, test 11).
 DEFAULT_SCANS = {0: 40, 1: 40, 2: 40, 3: 40, 8: 20, 11: 10}
 #: Sequences written without labels by default (SemanticKITTI's test split).
 TEST_SEQUENCES = frozenset(range(11, 22))
 MARKER = ".synthetic.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FAULT_KINDS = ("nan", "zero_range")
 
 # KITTI-like calibration: pinhole projections P0..P3 (pixels) and Tr (velodyne -> camera 0, metres)
@@ -115,8 +118,11 @@ class ScanSimulator:
         drive_time = self.num_scans * self.frame_step
         margin = self.sensor.max_range + 15.0
         self.scene: Scene = build_scene(rng, -margin, speed * drive_time * 1.1 + margin, drive_time, speed)
-        self.dirs = self.sensor.directions()
-        self.elev = np.deg2rad(self.sensor.elevations())
+        self.calib = self.sensor.calibration()
+        self.rays = sweep_rays(self.sensor, self.calib)
+        self.remission = RemissionModel()
+        # what a fleet varies between drives: the unit's overall reflectivity response
+        self.reflectivity_gain = float(rng.uniform(0.9, 1.1))
 
     def time(self, i: int) -> float:
         return i * self.frame_step
@@ -147,11 +153,24 @@ class ScanSimulator:
         return prims, bound[keep], (x, y, yaw)
 
     def scan(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Points float32 [N,4] (x, y, z metres, remission 0..1), ring after ring from the top beam, each ring
-        counter-clockwise from the front; raw labels uint32 [N] (semantic | instance << 16)."""
-        sen = self.sensor
+        """Points float32 [N,4] (x, y, z metres, remission 0..1) in the sensor frame, ring after ring from the top
+        beam, each ring counter-clockwise from the front seam; raw labels uint32 [N] (semantic | instance << 16)."""
+        sen, rays = self.sensor, self.rays
         prims, bound, (ex, ey, eyaw) = self._prims_in_sensor_frame(i)
+        prng = np.random.default_rng([self.seed, self.sequence, i, 2718])
+        roll, pitch = np.deg2rad(np.clip(prng.standard_normal(2), -2.5, 2.5) * (sen.roll_std, sen.pitch_std))
+        R = tilt_matrix(roll, pitch)
+        # the sensor moves during the sweep: ego velocity in the level frame at scan start (m/s)
+        t0, dt = self.time(i), 0.05
+        x1, y1, _ = self.scene.ego_pose(t0 + dt)
+        c, s = np.cos(eyaw), np.sin(eyaw)
+        v = np.array([c * (x1 - ex) + s * (y1 - ey), -s * (x1 - ex) + c * (y1 - ey), 0.0]) / dt
+        orig = rays.origin @ R.T + rays.time[..., None] * v
+        dirs = rays.direction @ R.T
+        margin = float(np.abs(rays.origin).max() + np.linalg.norm(v) * sen.sweep_time) + 0.05
+
         g = prims.geom
+        bound = bound + margin
         R3 = np.sqrt(bound ** 2 + g[:, 5] ** 2)
         dxy = np.hypot(g[:, 0], g[:, 1])
         d3 = np.hypot(dxy, g[:, 2])
@@ -161,18 +180,23 @@ class ScanSimulator:
         half = np.arcsin(np.clip(R3 / np.maximum(d3, 1e-9), 0.0, 1.0))
         emax = np.where(inside, np.pi, el_c + half)
         emin = np.where(inside, -np.pi, el_c - half)
-        neg = -self.elev  # ascending
-        H = sen.beams
-        row_lo = np.searchsorted(neg, -emax, side="left").astype(np.int64)
-        row_hi = (np.searchsorted(neg, -emin, side="right") - 1).astype(np.int64)
-        ptr, idx = raycast.column_candidates(g, bound, sen.azimuth_steps, sen.max_range)
+        # rows (top first) whose rays can reach each primitive: monotone envelopes of each row's elevation range
+        el = np.arcsin(np.clip(dirs[..., 2], -1, 1))
+        row_min = np.minimum.accumulate(el.min(1))
+        row_max = np.maximum.accumulate(el.max(1)[::-1])[::-1]
+        row_lo = np.searchsorted(-row_min, -emax, side="left").astype(np.int64)
+        row_hi = (np.searchsorted(-row_max, -emin, side="right") - 1).astype(np.int64)
+        W = sen.azimuth_steps
+        bins = (np.floor(np.mod(np.arctan2(dirs[..., 1], dirs[..., 0]), 2 * np.pi) / (2 * np.pi) * W)
+                .astype(np.int64) % W)
+        ptr, idx = raycast.column_candidates(g, bound, W, sen.max_range + margin)
         key = (self.seed * 1_000_003 + self.sequence * 10_007 + i) & 0x7FFFFFFFFFFFFFFF
-        t, hit, cosi = raycast.cast_sweep(self.dirs, -sen.height, prims.ptype.astype(np.int64), g, dmin,
-                                          row_lo, row_hi, ptr, idx, sen.max_range, key)
-        return self._returns(i, prims, t, hit, cosi, (ex, ey, eyaw))
+        t, hit, cosi = raycast.cast_rays(orig, dirs, bins, rays.shadow, -sen.height, prims.ptype.astype(np.int64),
+                                         g, dmin, row_lo, row_hi, ptr, idx, sen.max_range, key)
+        return self._returns(i, prims, t, hit, cosi, orig, dirs, (ex, ey, eyaw))
 
-    def _returns(self, i, prims, t, hit, cosi, pose):
-        sen = self.sensor
+    def _returns(self, i, prims, t, hit, cosi, orig, dirs, pose):
+        sen, cal = self.sensor, self.calib
         rng = np.random.default_rng([self.seed, self.sequence, i, 31337])
         H, W = t.shape
         shape = (H, W)
@@ -180,13 +204,16 @@ class ScanSimulator:
         u_drop = rng.random(shape)
         n_range = rng.standard_normal(shape)
         n_rem = rng.standard_normal(shape)
+        n_det = rng.standard_normal(shape)
+        n_rough = rng.standard_normal(shape)
         u_out = rng.random(shape)
         u_out2 = rng.random(shape)
 
         ground = hit == raycast.GROUND
         obj = hit >= 0
         hp = np.where(obj, hit, 0)
-        p = self.dirs * np.where(np.isfinite(t), t, 0.0)[..., None]
+        tf = np.where(np.isfinite(t), t, 0.0)
+        p = orig + dirs * tf[..., None]                      # level frame
         ex, ey, eyaw = pose
         c, s = np.cos(eyaw), np.sin(eyaw)
         wy = ey + s * p[..., 0] + c * p[..., 1]
@@ -194,10 +221,13 @@ class ScanSimulator:
         label = np.where(obj, prims.label[hp], 0).astype(np.uint32)
         label = np.where(ground, self.scene.ground_label(wy), label)
         mat = np.where(obj, prims.material[hp], 0).astype(np.int64)
-        base = np.where(obj, prims.remission[hp], 0.0)
+        refl = np.where(obj, prims.remission[hp], 0.0)
         road = ground & (label == ROAD)
         mat = np.where(ground, np.where(road, MAT["asphalt"], MAT["grass"]), mat)
-        base = np.where(ground, np.where(road, 0.17, 0.24), base)
+        refl = np.where(ground, np.where(road, MATERIALS[MAT["asphalt"]][1], MATERIALS[MAT["grass"]][1]), refl)
+        # ground roughness: a height perturbation moves the hit along the ray (road smooth, terrain rough)
+        rough = np.where(road, 0.012, 0.035) * np.clip(n_rough, -3, 3)
+        t = np.where(ground, t + rough / np.maximum(-dirs[..., 2], 0.02), t)
 
         # windows of buildings: glass bands on the facades
         win = obj & (prims.window[hp, 0] > 0)
@@ -213,36 +243,41 @@ class ScanSimulator:
             fa = np.mod(along, pitch) / pitch
             fz = np.mod(zb, floor_h) / floor_h
             glass = (np.abs(fa - 0.5) < frac / 2) & (fz > 0.35) & (fz < 0.85) & (zb > 1.0)
-            wm, wb = mat[win], base[win]
+            wm, wb = mat[win], refl[win]
             wm[glass] = MAT["glass"]
-            wb[glass] = 0.06
-            mat[win], base[win] = wm, wb
+            wb[glass] = MATERIALS[MAT["glass"]][1]
+            mat[win], refl[win] = wm, wb
 
         valid = np.isfinite(t) & (t >= sen.min_range) & (t < sen.max_range)
-        # dropped returns: material, grazing incidence, dark surfaces, long range
-        p_drop = (MAT_DROPOUT[mat] + 0.5 * np.clip((0.08 - cosi) / 0.08, 0.0, 1.0)
-                  + 0.08 * (np.minimum(t, sen.max_range) / sen.max_range) ** 2 + 0.1 * (base < 0.1))
-        valid &= u_drop >= p_drop
-        rng_t = np.where(valid, t + sen.range_noise * n_range, 0.0)
+        refl = refl * self.reflectivity_gain * MAT_GAIN[mat]
+        # returns lost: per-material (glass, tyres), and below the detection threshold (dark, far, grazing)
+        signal = detection_signal(refl, cosi, t, self.remission)
+        det_thr = self.remission.detection_threshold * cal.threshold[:, None] * np.exp(0.35 * n_det)
+        valid &= (u_drop >= MAT_DROPOUT[mat]) & (signal >= det_thr)
+        rng_t = np.where(valid, t + cal.range_offset[:, None] + cal.range_noise[:, None] * n_range, 0.0)
         # outliers: spurious returns in front of a surface, and rare returns from the sky
         spur = valid & (u_out < 3e-4)
-        sky = (hit == raycast.NO_HIT) & (u_out < 2e-4)
+        sky = (hit == raycast.NO_HIT) & (u_out < 2e-4) & ~self.rays.shadow
         rng_t = np.where(spur, sen.min_range + u_out2 * (rng_t - sen.min_range), rng_t)
         rng_t = np.where(sky, sen.min_range + u_out2 * (sen.max_range * 0.6 - sen.min_range), rng_t)
         valid |= sky
         label = np.where(spur | sky, np.uint32(OUTLIER), label)
         rng_t = np.maximum(rng_t, sen.min_range)
 
-        rem = base * (0.55 + 0.45 * np.clip(cosi, 0, 1)) + MAT_REMISSION_STD[mat] * n_rem
-        rem = np.where(label == LANE_MARKING, rem + 0.1, rem)
-        rem = np.clip(np.round(rem / sen.remission_step) * sen.remission_step, 0.0, 1.0)
+        rem = remission(refl * cal.gain[:, None], cosi, rng_t, MAT_REMISSION_STD[mat] * n_rem,
+                        self.remission, cal.threshold[:, None], sen.remission_step)
 
-        m = valid.ravel()
-        xyz = (self.dirs * rng_t[..., None]).reshape(-1, 3)[m]
+        xyz = self.rays.origin + self.rays.direction * rng_t[..., None]
+        # within a ring, points follow their apparent azimuth from the sensor origin (the laser offsets shift it by
+        # up to a few degrees at close range), so each ring wraps exactly once at the front seam
+        app = np.mod(np.arctan2(xyz[..., 1], xyz[..., 0]), 2 * np.pi)
+        order = np.argsort(np.where(valid, app, np.inf), axis=1, kind="stable")
+        m = np.take_along_axis(valid, order, 1).ravel()
+        xyz = np.take_along_axis(xyz, order[..., None], 1).reshape(-1, 3)[m]
         points = np.empty((xyz.shape[0], 4), np.float32)
         points[:, :3] = xyz
-        points[:, 3] = rem.ravel()[m]
-        labels = label.ravel()[m].astype(np.uint32)
+        points[:, 3] = np.take_along_axis(rem, order, 1).ravel()[m]
+        labels = np.take_along_axis(label, order, 1).ravel()[m].astype(np.uint32)
         if self.faults:
             frng = np.random.default_rng([self.seed, self.sequence, i, 4242])
             n = len(points)

@@ -35,15 +35,17 @@ def _hash01(key, a, b):
 
 
 @njit(cache=True)
-def _intersect(ptype, g, dx, dy, dz):
-    """Ray from the origin along (dx,dy,dz) against primitive g -> (t_enter, t_exit, cos_incidence); t_enter = inf
-    when missed."""
+def _intersect(ptype, g, px, py, pz, dx, dy, dz):
+    """Ray from (px,py,pz) along the unit vector (dx,dy,dz) against primitive g -> (t_enter, t_exit,
+    cos_incidence); t_enter = inf when missed."""
     c = g[COS]
     s = g[SIN]
     # origin and direction in the primitive's frame (rotation by -yaw)
-    ox = -(c * g[CX] + s * g[CY])
-    oy = -(-s * g[CX] + c * g[CY])
-    oz = -g[CZ]
+    qx = px - g[CX]
+    qy = py - g[CY]
+    ox = c * qx + s * qy
+    oy = -s * qx + c * qy
+    oz = pz - g[CZ]
     lx = c * dx + s * dy
     ly = -s * dx + c * dy
     lz = dz
@@ -149,11 +151,12 @@ def _intersect(ptype, g, dx, dy, dz):
 
 
 @njit(cache=True)
-def column_candidates(geom, bound_r, azimuth_steps, max_range):
-    """Bin primitives by the azimuth columns their bounding circle (radius bound_r, metres) covers, as seen from
-    the origin. Returns CSR arrays (ptr [W+1], idx [K]); primitives farther than max_range are dropped."""
+def column_candidates(geom, bound_r, nbins, max_range):
+    """Bin primitives by the azimuth bins [2 pi j / nbins, 2 pi (j+1) / nbins) that their bounding circle (radius
+    bound_r, metres) covers, as seen from the origin. Returns CSR arrays (ptr [nbins+1], idx [K]); primitives
+    farther than max_range are dropped."""
     P = geom.shape[0]
-    W = azimuth_steps
+    W = nbins
     lo = np.zeros(P, np.int64)
     hi = np.full(P, -1, np.int64)
     two_pi = 2.0 * math.pi
@@ -170,8 +173,8 @@ def column_candidates(geom, bound_r, azimuth_steps, max_range):
         az = math.atan2(geom[p, CY], geom[p, CX])
         if az < 0.0:
             az += two_pi
-        a0 = math.floor((az - ha) / two_pi * W - 0.5)
-        a1 = math.ceil((az + ha) / two_pi * W - 0.5)
+        a0 = math.floor((az - ha) / two_pi * W)
+        a1 = math.floor((az + ha) / two_pi * W)
         if a1 - a0 >= W - 1:
             lo[p] = 0
             hi[p] = W - 1
@@ -194,12 +197,14 @@ def column_candidates(geom, bound_r, azimuth_steps, max_range):
 
 
 @njit(cache=True, parallel=True)
-def cast_sweep(dirs, ground_z, ptype, geom, dmin, row_lo, row_hi, ptr, idx, max_range, key):
-    """Cast all rays dirs [H,W,3] from the origin against the ground plane z = ground_z and the primitives.
+def cast_rays(orig, dirs, bins, skip, ground_z, ptype, geom, dmin, row_lo, row_hi, ptr, idx, max_range, key):
+    """Cast the rays orig + t dirs ([H,W,3] each, level frame) against the ground plane z = ground_z and the
+    primitives. bins [H,W]: each ray's azimuth bin in (ptr, idx) from `column_candidates`; skip [H,W]: rays that
+    return nothing (hidden by the ego body).
 
     Returns (t [H,W] float64 range in metres, inf for no return; hit [H,W] int32 primitive index, GROUND or NO_HIT;
-    cosi [H,W] float64 |cos| of the incidence angle). `dmin` [P] lower bound of each primitive's distance, row_lo /
-    row_hi [P] the beam rows its elevation interval covers."""
+    cosi [H,W] float64 |cos| of the incidence angle). `dmin` [P] lower bound of each primitive's distance from the
+    sensor origin, row_lo / row_hi [P] the rows whose rays can reach it."""
     H = dirs.shape[0]
     W = dirs.shape[1]
     t_out = np.full((H, W), np.inf)
@@ -207,34 +212,42 @@ def cast_sweep(dirs, ground_z, ptype, geom, dmin, row_lo, row_hi, ptr, idx, max_
     cos_out = np.zeros((H, W))
     for c in prange(W):
         for r in range(H):
+            if skip[r, c]:
+                continue
+            ox = orig[r, c, 0]
+            oy = orig[r, c, 1]
+            oz = orig[r, c, 2]
+            dx = dirs[r, c, 0]
+            dy = dirs[r, c, 1]
             dz = dirs[r, c, 2]
+            best = np.inf
             if dz < -1e-9:
-                t = ground_z / dz
+                t = (ground_z - oz) / dz
                 if t < max_range:
-                    t_out[r, c] = t
+                    best = t
                     hit[r, c] = GROUND
                     cos_out[r, c] = -dz
-        for k in range(ptr[c], ptr[c + 1]):
-            p = idx[k]
-            typ = ptype[p]
-            mfp = geom[p, MFP]
-            transmit = geom[p, TRANSMIT]
-            for r in range(row_lo[p], row_hi[p] + 1):
-                if dmin[p] >= t_out[r, c]:
+            b = bins[r, c]
+            ray = r * W + c
+            for k in range(ptr[b], ptr[b + 1]):
+                p = idx[k]
+                if r < row_lo[p] or r > row_hi[p] or dmin[p] >= best:
                     continue
-                t0, t1, cosi = _intersect(typ, geom[p], dirs[r, c, 0], dirs[r, c, 1], dirs[r, c, 2])
-                if t0 <= 0.0 or t0 >= t_out[r, c]:
+                t0, t1, cosi = _intersect(ptype[p], geom[p], ox, oy, oz, dx, dy, dz)
+                if t0 <= 0.0 or t0 >= best:
                     continue
-                ray = r * W + c
+                transmit = geom[p, TRANSMIT]
                 if transmit > 0.0 and _hash01(key, ray, 2 * p) < transmit:
                     continue
+                mfp = geom[p, MFP]
                 if mfp > 0.0:
                     u = _hash01(key, ray, 2 * p + 1)
                     t0 = t0 + min(-math.log(1.0 - u) * mfp, t1 - t0)
                     cosi = 0.8
-                    if t0 >= t_out[r, c]:
+                    if t0 >= best:
                         continue
-                t_out[r, c] = t0
+                best = t0
                 hit[r, c] = p
                 cos_out[r, c] = cosi
+            t_out[r, c] = best
     return t_out, hit, cos_out

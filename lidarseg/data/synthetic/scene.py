@@ -294,12 +294,18 @@ def add_person(b: _Builder, x, y, yaw, z0=0.0, label=PERSON, vel=(0.0, 0.0)):
         b.add(BOX, (bx, by, z0 + 0.45 * h), (0.18, 0.06, 0.15), yaw, label, "cloth", 0.2, vel=vel, instance=inst)
 
 
-def add_tree(b: _Builder, x, y, z0=0.0, size=1.0):
-    """A tree: trunk (cylinder) and one to three porous crown ellipsoids (vegetation)."""
+def add_tree(b: _Builder, x, y, z0=0.0, size=1.0, street=False):
+    """A tree: trunk (cylinder) and one to three porous crown ellipsoids (vegetation). Street trees (`street`) are
+    pruned: a tall clear trunk and a narrower crown, so they do not overhang the carriageway at sensor height."""
     rng = b.rng
     s = size * rng.uniform(0.6, 1.4)
     shape = rng.choice(["round", "tall", "wide", "multi", "conifer"], p=[0.25, 0.2, 0.2, 0.2, 0.15])
+    if street:
+        shape = rng.choice(["round", "tall"])
     trunk_h = (rng.uniform(0.6, 1.2) if shape == "conifer" else rng.uniform(1.2, 2.6)) * s
+    if street:
+        trunk_h = max(trunk_h, rng.uniform(2.8, 3.6))
+        s = min(s, 1.0)
     tr = rng.uniform(0.08, 0.2) * np.sqrt(s)
     b.add(CYLINDER, (x, y, z0 + trunk_h / 2), (tr, tr, trunk_h / 2), 0.0, TRUNK, "bark", rng.uniform(0.15, 0.3))
     rem = rng.uniform(0.28, 0.5)
@@ -331,13 +337,13 @@ def add_pole(b: _Builder, x, y, z0=0.0, kind="lamp", facing=0.0):
     if kind == "lamp":
         h = rng.uniform(5.5, 9.0)
         r = rng.uniform(0.07, 0.14)
-        b.add(CYLINDER, (x, y, z0 + h / 2), (r, r, h / 2), 0.0, POLE, "metal", rng.uniform(0.3, 0.55))
+        b.add(CYLINDER, (x, y, z0 + h / 2), (r, r, h / 2), 0.0, POLE, "metal", rng.uniform(0.12, 0.3))
         ax, ay = _rot(x, y, facing, 0.0, 0.8)
         b.add(BOX, (ax, ay, z0 + h - 0.1), (0.06, 0.8, 0.05), facing, POLE, "metal", 0.45)
     elif kind == "sign":
         h = rng.uniform(2.2, 3.2)
         r = rng.uniform(0.03, 0.05)
-        b.add(CYLINDER, (x, y, z0 + h / 2), (r, r, h / 2), 0.0, POLE, "metal", 0.4)
+        b.add(CYLINDER, (x, y, z0 + h / 2), (r, r, h / 2), 0.0, POLE, "metal", rng.uniform(0.15, 0.3))
         inst = b.instance()
         shape = rng.choice(["round", "square", "rect", "triangle"])
         size = rng.uniform(0.3, 0.45)
@@ -359,6 +365,24 @@ def add_pole(b: _Builder, x, y, z0=0.0, kind="lamp", facing=0.0):
         b.add(CYLINDER, (x, y, z0 + h / 2), (0.13, 0.13, h / 2), 0.0, POLE, "wood", 0.3)
 
 
+def add_clutter(b: _Builder, x, y, z0=0.0):
+    """An unlabeled object (raw id 0): a crate, a planter, a utility cabinet, a skip or a heap of rubble."""
+    rng = b.rng
+    kind = rng.choice(["crate", "cabinet", "skip", "heap"], p=[0.35, 0.25, 0.15, 0.25])
+    yaw = rng.uniform(0, np.pi)
+    if kind == "crate":
+        hx, hy, hz = rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.7)
+        b.add(BOX, (x, y, z0 + hz), (hx, hy, hz), yaw, UNLABELED, "wood", rng.uniform(0.15, 0.45))
+    elif kind == "cabinet":
+        b.add(BOX, (x, y, z0 + 0.65), (0.5, 0.25, 0.65), yaw, UNLABELED, "metal", rng.uniform(0.2, 0.5))
+    elif kind == "skip":
+        b.add(BOX, (x, y, z0 + 0.7), (1.8, 1.0, 0.7), yaw, UNLABELED, "metal", rng.uniform(0.1, 0.4))
+    else:
+        r = rng.uniform(0.6, 1.6)
+        b.add(ELLIPSOID, (x, y, z0), (r, r * rng.uniform(0.6, 1.2), r * 0.6), yaw, UNLABELED, "gravel",
+              rng.uniform(0.15, 0.35))
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the street
 
@@ -369,12 +393,12 @@ def build_scene(rng: np.random.Generator, x_min: float, x_max: float, drive_time
                 sparse_movers: bool = False) -> Scene:
     """A straight street from x_min to x_max (metres) with a drive of `drive_time` seconds at about `speed` m/s."""
     b = _Builder(rng)
-    lanes = 2 if rng.random() < 0.7 else 4
-    lane_w = rng.uniform(2.9, 3.4)
+    lanes = 2 if rng.random() < 0.55 else 4
+    lane_w = rng.uniform(3.3, 3.8)
     median = rng.uniform(1.2, 3.0) if lanes == 4 else 0.0
     road_half = lanes / 2 * lane_w + median / 2
     weights = rng.dirichlet([3.0, 2.5, 1.2, 0.4, 1.0])
-    lane_y = -(median / 2 + lane_w / 2) if lanes == 2 or rng.random() < 0.5 else -(median / 2 + 1.5 * lane_w)
+    lane_y = -(median / 2 + lane_w / 2) if lanes == 2 or rng.random() < 0.7 else -(median / 2 + 1.5 * lane_w)
 
     # road markings: centre line (dashed) or median, edge lines, lane dividers
     seg = 12.0
@@ -393,7 +417,7 @@ def build_scene(rng: np.random.Generator, x_min: float, x_max: float, drive_time
                           "foliage", mfp=0.25, transmit=0.03)
                 else:
                     for tx in np.arange(x0 + 4, x1 - 2, rng.uniform(7, 12)):
-                        add_tree(b, tx, 0.0, 0.15, size=0.8)
+                        add_tree(b, tx, 0.0, 0.15, size=0.8, street=True)
             b.box(x0, x0 + 0.3, -median / 2, median / 2, 0.15, 0.3, OTHER_STRUCTURE, "concrete")
         for side in (-1, 1):
             yc = side * (median / 2 + lane_w)
@@ -415,7 +439,7 @@ def build_scene(rng: np.random.Generator, x_min: float, x_max: float, drive_time
 
     _movers(b, rng, x_min, x_max, drive_time, speed, lanes, lane_w, median, road_half, lane_y, sparse_movers)
     static, moving = b.build()
-    return Scene(static, moving, 0.0, road_half, lane_y, speed, rng.uniform(0.0, 0.5), rng.uniform(8.0, 20.0))
+    return Scene(static, moving, 0.0, road_half, lane_y, speed, rng.uniform(0.0, 0.3), rng.uniform(8.0, 20.0))
 
 
 def _cross_street(b: _Builder, side, x0, x1, road_half):
@@ -443,18 +467,21 @@ def _roadside_block(b: _Builder, side, x0, x1, road_half, kind):
     # parking bay at road level with parallel-parked cars
     if kind in ("urban", "residential") and rng.random() < 0.4:
         w = rng.uniform(2.2, 2.6)
-        b.box(x0, x1, *ys(y, y + w), -0.5, 0.004, PARKING, "asphalt", 0.2)
+        gutter = rng.uniform(1.2, 2.2)  # a cycle lane or a painted buffer before the bay
+        b.box(x0, x1, *ys(y, y + gutter), -0.5, 0.002, ROAD, "asphalt")
+        b.box(x0, x1, *ys(y + gutter, y + gutter + w), -0.5, 0.004, PARKING, "asphalt", 0.26)
         cx = x0 + rng.uniform(1, 6)
         while cx < x1 - 3:
             r = rng.random()
             if r < 0.45:
-                add_car(b, cx + 2.3, side * (y + w / 2), rng.choice([0.0, np.pi]) + rng.normal(0, 0.03))
+                add_car(b, cx + 2.3, side * (y + gutter + w / 2), rng.choice([0.0, np.pi]) + rng.normal(0, 0.03))
             elif r < 0.465:
-                add_other_vehicle(b, cx + 2.3, side * (y + w / 2), 0.0)
+                add_other_vehicle(b, cx + 2.3, side * (y + gutter + w / 2), 0.0)
             elif r < 0.5:
-                add_two_wheeler(b, cx + 1.0, side * (y + w * 0.6), np.pi / 2 + rng.normal(0, 0.2), motor=True)
+                add_two_wheeler(b, cx + 1.0, side * (y + gutter + w * 0.6), np.pi / 2 + rng.normal(0, 0.2),
+                                motor=True)
             cx += rng.uniform(5.0, 7.5)
-        y += w
+        y += w + gutter
 
     # kerb + sidewalk (country roads: a terrain shoulder instead, sometimes)
     kerb_h = rng.uniform(0.1, 0.17)
@@ -471,7 +498,7 @@ def _roadside_block(b: _Builder, side, x0, x1, road_half, kind):
     facing = np.pi / 2 if side < 0 else -np.pi / 2
     if sw > 2.0 and kind in ("urban", "residential", "park") and rng.random() < 0.75:
         for tx in np.arange(x0 + rng.uniform(2, 6), x1 - 1, rng.uniform(5, 9)):
-            add_tree(b, tx, side * (ys_in + 0.7), kerb_h, size=rng.uniform(0.8, 1.3))
+            add_tree(b, tx, side * (ys_in + 0.7), kerb_h, size=rng.uniform(0.8, 1.3), street=True)
             b.box(tx - 0.6, tx + 0.6, *ys(ys_in + 0.1, ys_in + 1.3), kerb_h - 0.05, kerb_h + 0.02, TERRAIN, "grass")
     if sw > 0:
         x = x0 + rng.uniform(0, 10)
@@ -483,7 +510,7 @@ def _roadside_block(b: _Builder, side, x0, x1, road_half, kind):
             elif r < 0.38:
                 add_pole(b, x, fy, kerb_h, "sign")
             elif r < 0.72 and sw > 2.0 and kind != "lot":
-                add_tree(b, x, side * (ys_in + 0.6), kerb_h, size=rng.uniform(0.8, 1.2))
+                add_tree(b, x, side * (ys_in + 0.6), kerb_h, size=rng.uniform(0.8, 1.2), street=True)
                 b.box(x - 0.6, x + 0.6, *ys(ys_in, ys_in + 1.2), kerb_h - 0.05, kerb_h + 0.02, TERRAIN, "grass")
             elif r < 0.8:
                 oy = side * (y - rng.uniform(0.3, 0.8))
@@ -509,6 +536,10 @@ def _roadside_block(b: _Builder, side, x0, x1, road_half, kind):
         while sx < x1 - 1:
             add_bush(b, sx, side * (y + rng.uniform(0.4, 1.2)), kerb_h, scale=rng.uniform(0.8, 1.5))
             sx += rng.uniform(1.2, 3.5)
+
+    # clutter that annotators leave unlabeled: boxes, planters, cabinets, rubble, skips, on the sidewalk and behind
+    for _ in range(rng.poisson((x1 - x0) * (0.35 if kind in ("urban", "lot") else 0.2))):
+        add_clutter(b, rng.uniform(x0, x1), side * (y + rng.uniform(-0.6, 14.0)), kerb_h if sw > 0 else 0.05)
 
     # the lots behind the sidewalk
     depth = 30.0
@@ -624,9 +655,9 @@ def _movers(b: _Builder, rng, x_min, x_max, T, speed, lanes, lane_w, median, roa
     vehicles and most riders use the moving-* ids; some persons and riders stand still."""
     drive = speed * T
     n_scale = 0.5 if sparse else 1.0
-    oncoming_y = median / 2 + lane_w / 2
+    oncoming_y = median / 2 + lane_w / 2 + 0.6
     # oncoming traffic
-    for _ in range(int(rng.integers(4, 10) * n_scale) + 1):
+    for _ in range(int(rng.integers(3, 7) * n_scale) + 1):
         v = rng.uniform(8, 14)
         x = rng.uniform(0, drive + v * T) + 20
         r = rng.random()
