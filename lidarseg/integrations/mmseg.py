@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import pickle
 
 import torch
 import torch.nn as nn
@@ -51,25 +52,38 @@ _POINT_MODES = ("ce", "subclassified")
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _history_buffer_method(obj, name):
+    """Stands in for `builtins.getattr` while torch unpickles with weights_only=True: mmengine's HistoryBuffer pickles
+    its statistics methods as `getattr(HistoryBuffer, "min")` (pickle protocol 2). Only those lookups are allowed;
+    allowing getattr itself would let a checkpoint reach any attribute of any allowed object."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and isinstance(name, str) and not name.startswith("_") and callable(
+            getattr(HistoryBuffer, name, None)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f"weights-only load: getattr({obj!r}, {name!r}) is not allowed (only "
+                                 f"HistoryBuffer statistics methods, as mmengine checkpoints hold)")
+
+
 def _mmengine_checkpoint_globals() -> list:
-    """The non-tensor types an mmengine 0.10 checkpoint holds: the message hub's HistoryBuffer and the numpy arrays
-    and scalars it logs."""
+    """What an mmengine 0.10 checkpoint holds besides tensors and builtin containers: the message hub's
+    HistoryBuffer (and the getattr it pickles its statistics methods with), the numpy arrays and scalars it logs."""
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
 
     core = getattr(np, "_core", None) or np.core
-    found = [HistoryBuffer, np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar]
-    found += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
-    return found
+    dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_)]
+    return [HistoryBuffer, np.ndarray, np.dtype, *dtypes, core.multiarray._reconstruct, core.multiarray.scalar,
+            (_history_buffer_method, "builtins.getattr")]
 
 
 MMENGINE_CHECKPOINT_GLOBALS: list = []
 
 
 def allow_mmengine_checkpoints() -> list:
-    """Add mmengine's checkpoint types to torch's weights-only allow-list (torch >= 2.6 loads with
-    weights_only=True by default, and mmengine 0.10.7 calls plain `torch.load`). Idempotent; returns the list.
-    A no-op on a torch without `add_safe_globals`."""
+    """Add mmengine's checkpoint contents to torch's weights-only allow-list (torch >= 2.6 loads with
+    weights_only=True by default and mmengine 0.10.7 calls plain `torch.load`, so `resume=True` would fail on
+    HistoryBuffer). Idempotent; returns the entries (a type, or a (function, "module.name") pair). A no-op on a
+    torch without `add_safe_globals`."""
     add = getattr(getattr(torch, "serialization", None), "add_safe_globals", None)
     if add is None:
         return []
