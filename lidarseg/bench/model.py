@@ -1,5 +1,6 @@
 """`lidarseg bench model`: forward (inference, no_grad, eval) and forward+backward+SGD step (train) time per scan of
-the networks on this machine, in eager mode, with channels_last memory format and with torch.compile.
+the networks on this machine, in eager mode, with channels_last memory format and with torch.compile. The train
+step of a multi-head network (CENet) sums one cross-entropy per head, as its recipe trains every head.
 
 Defaults are quick (1 warm-up, 1 timed repeat; the 64x2048 RangeNet53 train step alone takes ~10 s on a 2-core
 CPU); use --repeat for medians over more runs. Figures are recorded in docs/bench/model.md.
@@ -21,6 +22,10 @@ PRESETS = {
     "kprnet-small": ("kprnet", {"backbone": "resnext26_32x4d", "width": 0.25, "head_width": 0.25}),
     "kprnet-r50": ("kprnet", {"backbone": "resnext50_32x4d"}),
     "kprnet": ("kprnet", {}),
+    "cenet": ("cenet", {}),
+    "cenet-small": ("cenet", {"width": 0.25, "layers": [1, 1, 1, 1]}),
+    "salsanext": ("salsanext", {}),
+    "salsanext-small": ("salsanext", {"width": 0.25}),
 }
 MODES = ("eager", "channels_last", "compile", "amp")
 
@@ -72,7 +77,7 @@ def _measure(args, preset, size, mode, device):
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=(mode == "amp"))
-    results = {}
+    results = {"params": sum(p.numel() for p in model.parameters())}
     for train in ((False,) if args.skip_train else (False, True)):
         # KPRNet's ASPP image-pooling BatchNorm needs at least 2 samples in training mode (as in the reference)
         batch = max(2, args.batch) if (name == "kprnet" and train) else args.batch
@@ -86,7 +91,9 @@ def _measure(args, preset, size, mode, device):
             def step():
                 opt.zero_grad(set_to_none=True)
                 with autocast():
-                    loss = torch.nn.functional.cross_entropy(run_model(*inputs), y, ignore_index=0)
+                    out = run_model(*inputs)   # several logit maps for CENet's auxiliary heads: one CE each
+                    heads = out if isinstance(out, (list, tuple)) else [out]
+                    loss = sum(torch.nn.functional.cross_entropy(h, y, ignore_index=0) for h in heads)
                 loss.backward()
                 opt.step()
             fn = step
@@ -128,9 +135,9 @@ def run(args):
                 if mode == "eager":
                     eager = (inf, tr)
                 ratio = f"{eager[0] / inf:.2f} / {eager[1] / tr:.2f}" if eager and mode != "eager" else "-"
-                rows.append([preset, r["label"], mode, f"{inf:.1f}", f"{tr:.1f}", ratio])
+                rows.append([preset, f"{r['params'] / 1e6:.3f}", r["label"], mode, f"{inf:.1f}", f"{tr:.1f}", ratio])
                 print("  " + " | ".join(rows[-1]), flush=True)
     print()
-    print_table(rows, ["model", "input", "mode", "infer ms/scan", "train-step ms/scan",
+    print_table(rows, ["model", "params (M)", "input", "mode", "infer ms/scan", "train-step ms/scan",
                        "speed-up vs eager (inf/train)"])
     return 0
