@@ -24,8 +24,7 @@ Differences from the reference, deliberate:
 
 State-dict keys are the reference's (`downCntx.conv1.weight`, `resBlock3.bn4.running_mean`, `upBlock2.conv4.bias`,
 `logits.weight`, ...), so its released checkpoint loads with `models.load_state_dict_strict` (which strips
-DataParallel's `module.` prefix). MC-dropout: `mc_dropout(model, True)` puts only the Dropout2d modules in training
-mode for sampling at inference (`lidarseg infer --mc-samples N`).
+DataParallel's `module.` prefix). MC-dropout sampling at inference: `lidarseg.engine.uncertainty.mc_dropout_probs`.
 """
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ from torch import nn
 
 from lidarseg.errors import ConfigError
 
-__all__ = ["SalsaNext", "salsanext", "mc_dropout", "DEFAULT_DROPOUT"]
+__all__ = ["SalsaNext", "salsanext", "DEFAULT_DROPOUT"]
 
 DEFAULT_DROPOUT = 0.2
 STRIDE = 16
@@ -178,15 +177,6 @@ class SalsaNext(nn.Module):
         u = self.upBlock3(u, s1)
         u = self.upBlock4(u, s0)
         return self.logits(u)
-
-
-def mc_dropout(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Put every dropout module of `model` in training mode (MC-dropout sampling; BatchNorm stays in eval mode), or
-    back to the model's own mode with enabled=False."""
-    for m in model.modules():
-        if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)):
-            m.train(enabled or model.training)
-    return model
 
 
 def salsanext(num_classes: int = 20, in_channels: int = 5, **options) -> SalsaNext:

@@ -1,13 +1,13 @@
 """SalsaNext (models/salsanext.py): parameter count, the reference's state-dict keys, logits equal to a plain
 functional transcription of TiagoCortinhal/SalsaNext's `SalsaNext.forward` (before its softmax) with the same
-weights, dropout as published, MC-dropout switch."""
+weights, dropout as published."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import models
 from lidarseg.errors import ConfigError
-from models.salsanext import SalsaNext, mc_dropout
+from models.salsanext import SalsaNext
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -190,19 +190,6 @@ def test_logits_equal_reference_transcription_small_training_mode():
     x = torch.randn(2, 5, 32, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(m(x), reference_forward(m.state_dict(), x, training=True), rtol=1e-4, atol=1e-4)
-
-
-def test_mc_dropout_samples_differ_and_switch_back():
-    m = randomize(SalsaNext(20, 5, width=0.25), seed=5).eval()
-    x = torch.randn(1, 5, 16, 64, generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        plain = m(x)
-        mc_dropout(m, True)
-        assert all(not b.training for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d))
-        a, b = m(x), m(x)
-        assert not torch.equal(a, b)
-        mc_dropout(m, False)
-        torch.testing.assert_close(m(x), plain)
 
 
 def test_input_size_must_be_multiple_of_16():
