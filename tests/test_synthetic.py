@@ -169,3 +169,125 @@ def test_cli_and_preview(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "preview" / "08_000000_bev.png").is_file()
     assert main(["synth", "--out", str(out), "--faults", "nan"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# sensor and return model
+
+def _ring_rows(points):
+    from lidarseg.data.projection import scan_unfolding
+    return scan_unfolding(points, height=256).row
+
+
+def _pitch_deg(points):
+    xyz = points[:, :3].astype(np.float64)
+    return np.degrees(np.arcsin(xyz[:, 2] / np.linalg.norm(xyz, axis=1)))
+
+
+def test_rings_are_not_exact_cones_and_lasers_do_not_share_one_azimuth_grid(synthetic_scan):
+    from lidarseg.data.synthetic.sensor import sweep_rays
+
+    pts, _ = synthetic_scan
+    ring, pitch = _ring_rows(pts), _pitch_deg(pts)
+    spread = [np.std(pitch[ring == k]) for k in range(64)]
+    assert np.median(spread) >= 0.2                       # real HDL-64E: 0.34 deg; ideal cones: ~0
+    # ring medians decrease from the top ring, top near +2..+3 deg and bottom near -24 deg, as on real scans
+    med = np.array([np.median(pitch[ring == k]) for k in range(64)])
+    assert np.all(np.diff(med) < 0) and 1.5 < med[0] < 4.5 and -25.5 < med[-1] < -23.0
+    # firing azimuths: each laser on its own grid (phase within one azimuth step)
+    rays = sweep_rays(SensorConfig())
+    step = 2 * np.pi / 2048
+    phase = np.angle(np.exp(2j * np.pi * np.mod(rays.azimuth, step) / step).mean(1)) / (2 * np.pi)
+    d = np.abs((phase[:, None] - phase[None, :] + 0.5) % 1.0 - 0.5)
+    assert np.mean(d[np.triu_indices(64, 1)] > 0.05) > 0.8
+    assert np.all(np.diff(rays.azimuth, axis=1) > 0)      # each ring in increasing azimuth from the front seam
+
+
+def test_ego_body_hides_the_lowest_beams_behind_the_sensor():
+    def empty_bottom(sensor):
+        pts, _ = generate_scan(8, 0, sensor=sensor, azimuth_steps=1024)
+        ring = _ring_rows(pts)
+        az = np.mod(np.arctan2(pts[:, 1], pts[:, 0]), 2 * np.pi)
+        bottom = ring == ring.max()
+        used = np.unique(np.floor(az[bottom] / (2 * np.pi) * 1024).astype(int))
+        rear = np.abs(np.degrees(az[bottom]) - 180) < 45
+        return 1 - len(used) / 1024, rear.mean()
+
+    with_body, rear_share = empty_bottom(None)
+    without, rear_free = empty_bottom({"ego_shadow": False})
+    assert 0.3 <= with_body <= 0.6 and without < 0.2     # real: 50 % of the bottom ring's azimuths are empty
+    assert rear_share < 0.02 < rear_free                    # the shadow is behind the sensor
+
+
+def test_remission_falls_with_range_and_reads_zero_far_away(synthetic_scan):
+    pts, lab = synthetic_scan
+    r = np.linalg.norm(pts[:, :3].astype(np.float64), axis=1)
+    rem = pts[:, 3].astype(np.float64)
+    np.testing.assert_allclose(rem * 100, np.round(rem * 100), atol=1e-3)   # multiples of 0.01
+    near, far = (r >= 5) & (r < 20), r >= 40
+    assert rem[near].mean() > 2 * rem[far].mean()
+    assert np.mean(rem[r >= 50] == 0) > 0.4 and np.mean(rem[near] == 0) < 0.15
+    assert np.corrcoef(rem, r)[0, 1] < -0.1
+    sem = lab & 0xFFFF
+    assert rem[sem == 50].mean() > rem[sem == 40].mean()     # facades brighter than asphalt, as on real scans
+
+
+def test_remission_function_matches_its_formula():
+    from lidarseg.data.synthetic.remission import RemissionModel, remission
+
+    rng = np.random.default_rng(0)
+    refl, cosi = rng.uniform(0, 0.8, 500), rng.uniform(0, 1, 500)
+    dist, noise, thr = rng.uniform(1, 80, 500), rng.normal(0, 0.03, 500), rng.uniform(0.7, 1.3, 500)
+    m = RemissionModel()
+    got = remission(refl, cosi, dist, noise, m, thr)
+    # plain transcription, point by point
+    want = []
+    for a, c, d, n, t in zip(refl, cosi, dist, noise, thr):
+        fall = np.exp(-max(d - m.knee, 0.0) / m.falloff)
+        v = a * (1 - m.incidence + m.incidence * c) * fall + n * np.sqrt(fall)
+        v = 0.0 if v < m.zero_level * t else v
+        want.append(min(max(round(v / 0.01) * 0.01, 0.0), 1.0))
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_sensor_is_tilted_per_scan_within_the_configured_range():
+    """Level sensor: the road 4-12 m ahead lies at -height; with pitch the road ahead drops or rises with range."""
+    def road_z(sensor):
+        pts, lab = generate_scan(8, 1, sensor=sensor, azimuth_steps=512)
+        x, y = pts[:, 0], pts[:, 1]
+        sel = ((lab & 0xFFFF) == 40) & (np.abs(y) < 2)
+        return np.polyfit(x[sel & (np.abs(x) > 4) & (np.abs(x) < 20)], pts[sel & (np.abs(x) > 4) & (np.abs(x) < 20), 2], 1)
+
+    slope, icpt = road_z({"roll_std": 0.0, "pitch_std": 0.0})
+    assert abs(slope) < 0.005 and abs(icpt + 1.73) < 0.05
+    slope, _ = road_z({"roll_std": 0.0, "pitch_std": 1.5})
+    assert 0.003 < abs(slope) < np.tan(np.deg2rad(1.5 * 2.5)) + 0.005
+
+
+@pytest.mark.parametrize("preset", ["hdl64", "hdl32", "vlp16", "os1-128", "pandora-40"])
+def test_sensor_presets_round_trip_and_unfold_into_their_rings(preset, tmp_path):
+    from lidarseg.data.projection import scan_unfolding
+    from lidarseg.data.synthetic.sensor import PRESETS
+
+    sen = SensorConfig.from_options(preset, azimuth_steps=720)
+    assert sen.beams == PRESETS[preset]["beams"] and len(sen.calibration().elevation) == sen.beams
+    root = tmp_path / preset
+    generate(root, sequences=[8], scans=1, sensor=sen, log=None)
+    pts = read_scan(root / "sequences/08/velodyne/000000.bin")
+    lab = read_label(root / "sequences/08/labels/000000.label", len(pts))
+    assert len(lab) == len(pts) > 1000 and np.isfinite(pts).all()
+    assert scan_unfolding(pts, height=256).num_rings == sen.beams
+    el = sen.nominal_elevations()
+    pitch = _pitch_deg(pts)
+    lo, hi = np.percentile(pitch, [0.1, 99.9])                # outliers and the closest points aside
+    assert hi < el[0] + 2.5 and lo > el[-1] - 2.5
+
+
+def test_sensor_options_are_checked():
+    with pytest.raises(ConfigError, match="unknown sensor preset"):
+        SensorConfig.from_options("hdl128")
+    with pytest.raises(ConfigError, match="elevations"):
+        SensorConfig.from_options({"preset": "vlp16", "elevations": [1.0, 2.0]})
+    with pytest.raises(ConfigError, match="pitch_std"):
+        SensorConfig.from_options({"pitch_std": -1})
+    assert SensorConfig.from_options({"preset": "vlp16"}).beams == 16

@@ -25,7 +25,8 @@ _PANDAR40 = tuple([7.0, 6.0, 5.0, 4.0, 3.0, 2.0] + [round(5 / 3 - k / 3, 4) for 
                   + [-7.0 - k for k in range(10)])
 PRESETS = {
     "hdl64": dict(beams=64, upper_beams=32, fov_up=2.0, upper_low=-8.33, lower_high=-8.83, fov_down=-24.9,
-                  azimuth_steps=2048, vert_offset=(0.15, 0.08), rot_spread=5.0, elevation_jitter=0.04),
+                  azimuth_steps=2048, vert_offset=(0.22, 0.09), rot_spread=5.0, elevation_jitter=0.04,
+                  axis_tilt=0.35),
     "hdl32": dict(beams=32, upper_beams=0, fov_up=10.67, fov_down=-30.67, azimuth_steps=2170,
                   vert_offset=(0.0, 0.0), rot_spread=0.0, elevation_jitter=0.0, horiz_offset=0.0, height=1.84),
     "vlp16": dict(beams=16, upper_beams=0, fov_up=15.0, fov_down=-15.0, azimuth_steps=1800,
@@ -70,8 +71,9 @@ class SensorConfig:
     remission_step: float = 0.01   # remission quantisation (KITTI stores multiples of 0.01)
     elevation_jitter: float = 0.04
     rot_spread: float = 5.0
-    vert_offset: tuple = (0.15, 0.08)
+    vert_offset: tuple = (0.22, 0.09)
     horiz_offset: float = 0.026
+    axis_tilt: float = 0.35        # angle between the head's spin axis and the frame's z axis (degrees)
     gain_spread: float = 0.08
     roll_std: float = 0.7
     pitch_std: float = 1.0
@@ -107,8 +109,8 @@ class SensorConfig:
             raise ConfigError("sensor height must be > 0 and range_noise, range_offset >= 0 (metres)")
         if len(tuple(self.vert_offset)) != 2:
             raise ConfigError(f"sensor vert_offset must be (upper block, lower block) metres, got {self.vert_offset!r}")
-        for name in ("elevation_jitter", "rot_spread", "horiz_offset", "gain_spread", "roll_std", "pitch_std",
-                     "sweep_time"):
+        for name in ("elevation_jitter", "rot_spread", "horiz_offset", "axis_tilt", "gain_spread", "roll_std",
+                     "pitch_std", "sweep_time"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
                 raise ConfigError(f"sensor {name} must be a number >= 0, got {v!r}")
@@ -179,7 +181,8 @@ class SensorConfig:
 class LaserCalibration:
     """Per-laser constants of one unit, arrays [beams] in row order (top beam first): elevation, rot (rotational
     correction) in degrees; firing (fraction of a column period); vert, horiz (offsets from the axis), range_offset,
-    range_noise in metres; gain (intensity gain, ~1); threshold (detection threshold factor, ~1)."""
+    range_noise in metres; gain (intensity gain, ~1); threshold (detection threshold factor, ~1); tilt_azimuth:
+    direction (radians) towards which the spin axis leans."""
 
     elevation: np.ndarray
     rot: np.ndarray
@@ -190,6 +193,7 @@ class LaserCalibration:
     range_noise: np.ndarray
     gain: np.ndarray
     threshold: np.ndarray = field(repr=False)
+    tilt_azimuth: float = 0.0
 
     @classmethod
     def draw(cls, s: SensorConfig) -> "LaserCalibration":
@@ -213,7 +217,8 @@ class LaserCalibration:
         range_noise = s.range_noise * rng.uniform(0.5, 1.5, n)
         gain = np.clip(1 + s.gain_spread * rng.standard_normal(n), 0.6, 1.4)
         threshold = np.clip(1 + 0.15 * rng.standard_normal(n), 0.6, 1.5)
-        return cls(el, rot, firing, vert, horiz, range_offset, range_noise, gain, threshold)
+        return cls(el, rot, firing, vert, horiz, range_offset, range_noise, gain, threshold,
+                   float(rng.uniform(0, 2 * np.pi)))
 
 
 @dataclass
@@ -246,10 +251,12 @@ def _box_hits(origin, direction, boxes) -> np.ndarray:
             for k in range(3):
                 o = origin[..., k] - c[k]
                 d = direction[..., k]
-                ta = np.where(d != 0, (-h[k] - o) / d, np.where(np.abs(o) <= h[k], -np.inf, np.inf))
-                tb = np.where(d != 0, (h[k] - o) / d, np.where(np.abs(o) <= h[k], np.inf, -np.inf))
-                t0 = np.maximum(t0, np.minimum(ta, tb))
-                t1 = np.minimum(t1, np.maximum(ta, tb))
+                ta, tb = (-h[k] - o) / d, (h[k] - o) / d
+                inside = np.abs(o) <= h[k]        # a ray parallel to the slab: always or never inside it
+                lo = np.where(d != 0, np.minimum(ta, tb), np.where(inside, -np.inf, np.inf))
+                hi = np.where(d != 0, np.maximum(ta, tb), np.where(inside, np.inf, -np.inf))
+                t0 = np.maximum(t0, lo)
+                t1 = np.minimum(t1, hi)
             hit |= (t0 <= t1) & (t1 > 0)
     return hit
 
@@ -269,8 +276,22 @@ def sweep_rays(sensor: SensorConfig, calib: LaserCalibration | None = None) -> S
     # horizontal offset: perpendicular to the beam in the horizontal plane; vertical offset: along +z
     h = cal.horiz[:, None]
     origin = np.stack(np.broadcast_arrays(-h * np.sin(az), h * np.cos(az), cal.vert[:, None] + 0 * az), -1)
+    # the head spins about an axis tilted by axis_tilt from the frame's z axis (towards azimuth tilt_azimuth), so a
+    # ring's pitch in the sensor frame varies with azimuth by +-axis_tilt
+    tilt = np.deg2rad(sensor.axis_tilt)
+    if tilt:
+        R = _axis_tilt_matrix(tilt, cal.tilt_azimuth)
+        direction = direction @ R.T
+        origin = origin @ R.T
     shadow = _box_hits(origin, direction, _EGO_BOXES) if sensor.ego_shadow else np.zeros((H, W), bool)
     return SweepRays(origin, direction, t, az, shadow)
+
+
+def _axis_tilt_matrix(tilt: float, azimuth: float) -> np.ndarray:
+    """Rotation by `tilt` radians about the horizontal axis perpendicular to `azimuth` (Rodrigues)."""
+    k = np.array([-np.sin(azimuth), np.cos(azimuth), 0.0])
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(tilt) * K + (1 - np.cos(tilt)) * K @ K
 
 
 def tilt_matrix(roll: float, pitch: float) -> np.ndarray:
