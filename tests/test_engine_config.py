@@ -101,3 +101,48 @@ def test_scheduler_steps_per_iteration():
     assert seen[:2] == pytest.approx([0.05, 0.1])
     assert seen[2] == pytest.approx(0.1) and seen[-1] < seen[2]
     assert math.isclose(seen[4], 0.1 * (1 + math.cos(math.pi * 2 / 4)) / 2)
+
+
+def test_every_numeric_key_has_a_range():
+    """Each number (or list of numbers) of the schema, and each null-default key holding numbers, has its range."""
+    defaults = C.flatten(C.read_yaml(C.DEFAULTS_PATH))
+    numeric = {k for k, v in defaults.items()
+               if not any(k == s or k.startswith(s + ".") for s in C.OPEN_SECTIONS)
+               and ((isinstance(v, (int, float)) and not isinstance(v, bool))
+                    or (isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v)))}
+    numeric |= {k for k, t in C.NULLABLE.items() if t in (int, float)}
+    assert numeric - set(C.RANGES) == set()
+    assert set(C.NULLABLE) <= set(defaults)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.clip_grad=-1", "'train.clip_grad': the value must be > 0"),
+    ("train.epochs=0", "'train.epochs': the value must be >= 1"),
+    ("data.limit_train=0", "'data.limit_train': the value must be >= 1"),
+    ("optim.momentum=1", "'optim.momentum': the value must be >= 0 and < 1"),
+    ("optim.betas=[0.9, 1.5]", "'optim.betas': every value must be >= 0 and < 1"),
+    ("optim.betas=[0.9]", "'optim.betas': expected a list of 2 numbers"),
+    ("data.std=[1, 1, 1, 1, 0]", "'data.std': every value must be > 0"),
+    ("optim.lr=.nan", "'optim.lr': the value must be > 0"),
+    ("schedule.decay=1.5", "'schedule.decay': the value must be > 0 and <= 1"),
+    ("train=null", "'train': expected a mapping (section), got null"),
+    ("optim.lr=null", "'optim.lr': expected float like 0.01, got null"),
+    ("data.sequences.train={a: }", "'data.sequences.train': expected list or null, got dict"),
+    ("data.sequences.train=[0, 1.5]", "'data.sequences.train': expected sequence ids"),
+    ("data.root=3", "'data.root': expected str or null"),
+    ("data.sensor.fov_up=-30", "'data.sensor.fov_up' (-30.0) must be above 'data.sensor.fov_down'"),
+    ("postproc.search=4", "'postproc.search': the KNN window must be odd"),
+    ("postproc.k=30", "'postproc.k': at most postproc.search^2 = 25"),
+    ("schedule.min_lr=1", "'schedule.min_lr' (1.0) must not exceed 'optim.lr'"),
+    ("train.non_finite=ignore", "'train.non_finite': 'ignore' is not one of"),
+])
+def test_ranges_and_shapes(setting, message):
+    with pytest.raises(ConfigError) as err:
+        C.load_config(None, [setting])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_null_stays_allowed_where_the_default_is_null():
+    cfg = C.load_config(None, ["train.clip_grad=3", "train.clip_grad=null", "data.limit_train=2",
+                               "data.sequences.train=[0, '01']"])
+    assert cfg["train"]["clip_grad"] is None and cfg["data"]["limit_train"] == 2

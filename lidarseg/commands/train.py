@@ -19,7 +19,12 @@ def add_arguments(parser):
                         help="override a config value, e.g. --set optim.lr=0.005 (repeatable; YAML values)")
     parser.add_argument("--out", help="run directory (default: runs/<config name>)")
     parser.add_argument("--resume", metavar="auto|PATH",
-                        help="continue a run: 'auto' = <out>/last.pt when it exists, or a checkpoint path")
+                        help="continue a run exactly: 'auto' = <out>/last.pt when it exists, or a checkpoint path; "
+                             "only keys that do not change what is trained may differ (train.epochs, val.*, ...)")
+    parser.add_argument("--init-from", metavar="CHECKPOINT",
+                        help="start a new run from the weights of a checkpoint (fresh optimizer, schedule and "
+                             "step: the way to continue with other optimizer or schedule settings); with "
+                             "--resume auto, used only when the run has no last.pt yet")
     parser.add_argument("--seed", type=int, help="random seed (sets train.seed)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (sets train.progress=false)")
 
@@ -46,7 +51,13 @@ def run(args) -> int:
     from lidarseg.engine.trainer import Trainer
     from lidarseg.errors import ConfigError
 
+    from lidarseg.commands.paths import check_out_dir
+    from lidarseg.errors import DataError
+
     cfg, out = resolve(args)
+    check_out_dir(out, "--out")
+    if args.init_from and not Path(args.init_from).is_file():
+        raise DataError(f"--init-from {args.init_from}: checkpoint not found")
     resume = find_resume(out, args.resume)
     if resume is None and (out / "last.pt").is_file():
         raise ConfigError(f"{out} already holds a run (last.pt); continue it with --resume auto, or choose "
@@ -55,7 +66,7 @@ def run(args) -> int:
     try:
         if ctx.is_main:
             print("resolved config:\n" + "\n".join("  " + line for line in dump(cfg).splitlines()), flush=True)
-        result = Trainer(cfg, out, ctx, resume=resume).fit()
+        result = Trainer(cfg, out, ctx, resume=resume, init_from=args.init_from if resume is None else None).fit()
     finally:
         distributed.shutdown(ctx)
     if ctx.is_main:

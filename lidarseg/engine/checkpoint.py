@@ -8,6 +8,7 @@ best_metric, best_epoch, metrics (last validation). Written through a temporary 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,36 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
+#: temporary files of `atomic_write` for the run's checkpoints: .last.pt.XXXXXXXX.tmp, .best.pt.XXXXXXXX.tmp
+_TEMPORARY = re.compile(r"^\.(last|best)\.pt\.[A-Za-z0-9_]+\.tmp$")
+
+
+def remove_stale_temporaries(run_dir) -> list[Path]:
+    """Delete checkpoint temporaries a killed write left in `run_dir` (only ours: `_TEMPORARY`); returns them. Call
+    it before this run writes a checkpoint (a second writer into the same run directory is refused anyway)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    gone = []
+    for p in sorted(run_dir.iterdir()):
+        if _TEMPORARY.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 def save_checkpoint(path, state: dict) -> Path:
-    """Atomically write `state` (plus format/version tags) to `path`."""
+    """Atomically write `state` (plus format/version tags) to `path`. A failed write (disk full, permissions) is a
+    DataError naming the file; the previous checkpoint under that name is left as it was."""
     payload = {"format": FORMAT, "version": VERSION, **state}
-    return atomic_write(path, lambda f: torch.save(payload, f), fsync=True)
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda f: torch.save(payload, f), fsync=True)
+    except (OSError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:200]
+        kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written before"
+        raise DataError(f"could not write checkpoint {path}: {reason}; {kept} (check the free disk space and the "
+                        "permissions)") from None
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -13,6 +13,7 @@ The result is a plain dict; nothing here keeps state.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 
@@ -32,7 +33,43 @@ CHOICES = {
     "schedule.name": ("exponential", "cosine", "constant", "cosine_restarts"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.non_finite": ("stop", "skip"),
 }
+
+#: keys a resume may change: they do not change what is trained (train.epochs extends or shortens the schedule)
+RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.progress", "train.threads", "train.device",
+                     "train.deterministic", "data.workers", "data.root", "data.limit_val", "data.val_split",
+                     "data.sequences.valid", "data.sequences.test", "val.", "postproc.")
+
+
+#: types of the keys whose default is null (so base.yaml cannot show it); null stays allowed for them
+NULLABLE = {
+    "data.root": str, "data.labels": str,
+    "data.sequences.train": list, "data.sequences.valid": list, "data.sequences.test": list,
+    "data.limit_train": int, "data.limit_val": int,
+    "schedule.warmup_steps": int, "schedule.cycle_epochs": float, "train.clip_grad": float, "train.threads": int,
+    "train.head_weights": list,
+}
+
+#: numeric key -> allowed range, "[lo, hi]" with ( or ) for open ends and an empty side for no bound.
+#: A "limit" is a count of scans: null = no limit, 0 is not accepted (it would mean "no scans").
+RANGES = {
+    "data.sensor.height": "[1, ]", "data.sensor.width": "[1, ]",
+    "data.sensor.fov_up": "[-90, 90]", "data.sensor.fov_down": "[-90, 90]",
+    "data.mean": "[, ]", "data.std": "(0, ]",
+    "data.limit_train": "[1, ]", "data.limit_val": "[1, ]", "data.workers": "[0, ]",
+    "optim.lr": "(0, ]", "optim.momentum": "[0, 1)", "optim.betas": "[0, 1)", "optim.weight_decay": "[0, ]",
+    "schedule.warmup_epochs": "[0, ]", "schedule.warmup_steps": "[0, ]", "schedule.warmup_start": "[0, 1]",
+    "schedule.decay": "(0, 1]", "schedule.min_lr": "[0, ]", "schedule.cycle_epochs": "(0, ]",
+    "schedule.cycle_mult": "[1, ]", "schedule.gamma": "(0, ]", "train.head_weights": "[0, ]",
+    "train.epochs": "[1, ]", "train.batch_size": "[1, ]", "train.accumulate": "[1, ]", "train.clip_grad": "(0, ]",
+    "train.seed": "[0, ]", "train.threads": "[1, ]", "train.log_every": "[1, ]",
+    "val.every": "[0, ]", "val.batch_size": "[1, ]",
+    "postproc.k": "[1, ]", "postproc.search": "[1, ]", "postproc.sigma": "(0, ]", "postproc.cutoff": "(0, ]",
+}
+
+#: list keys of fixed length
+LENGTHS = {"data.mean": 5, "data.std": 5, "optim.betas": 2}
 
 
 class _Loader(yaml.SafeLoader):
@@ -133,8 +170,11 @@ def apply_overrides(cfg: dict, overrides) -> dict:
 
 
 def _type_ok(default, value) -> tuple[bool, object]:
-    """Is `value` acceptable where base.yaml has `default`? Returns (ok, converted value)."""
-    if default is None or value is None:
+    """Is `value` acceptable where base.yaml has `default` (a null default: see NULLABLE)? Returns (ok, converted
+    value)."""
+    if value is None:
+        return default is None, value
+    if default is None:
         return True, value
     if isinstance(default, bool):
         return isinstance(value, bool), value
@@ -166,16 +206,78 @@ def validate(cfg: dict, schema: dict, path: str = "") -> dict:
         if sub in OPEN_SECTIONS:  # a mapping, a name or (loss) a list of terms: the consumer checks it
             out[key] = value
             continue
+        if default is None and value is not None and sub in NULLABLE:
+            kind = NULLABLE[sub]
+            ok, value = _type_ok(kind() if kind is not list else [], value)
+            if not ok:
+                raise ConfigError(f"config key '{sub}': expected {kind.__name__} or null, got "
+                                  f"{type(value).__name__} {value!r}")
         ok, value = _type_ok(default, value)
         if not ok:
-            raise ConfigError(f"config key '{sub}': expected {type(default).__name__} like {default!r}, "
-                              f"got {type(value).__name__} {value!r}")
+            want = "a mapping (section)" if isinstance(default, dict) else f"{type(default).__name__} like {default!r}"
+            got = "null" if value is None else f"{type(value).__name__} {value!r}"
+            raise ConfigError(f"config key '{sub}': expected {want}, got {got}")
         if isinstance(value, dict) and isinstance(default, dict):
             value = validate(value, default, sub)
         if sub in CHOICES and value not in CHOICES[sub]:
             raise ConfigError(f"config key '{sub}': {value!r} is not one of {list(CHOICES[sub])}")
+        if value is not None:
+            _check_range(sub, value)
         out[key] = value
     return out
+
+
+def _parse_range(text: str):
+    lo_open, hi_open = text[0] == "(", text[-1] == ")"
+    lo, hi = (part.strip() for part in text[1:-1].split(","))
+    return (float(lo) if lo else None), (float(hi) if hi else None), lo_open, hi_open
+
+
+def _range_text(text: str) -> str:
+    lo, hi, lo_open, hi_open = _parse_range(text)
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    return " and ".join(parts) or "finite"
+
+
+def _check_range(key: str, value) -> None:
+    """ConfigError unless the number (or every number of the list) `value` of `key` lies in RANGES[key]."""
+    if key in LENGTHS and isinstance(value, list) and len(value) != LENGTHS[key]:
+        raise ConfigError(f"config key '{key}': expected a list of {LENGTHS[key]} numbers, got {value!r}")
+    if key not in RANGES:
+        return
+    lo, hi, lo_open, hi_open = _parse_range(RANGES[key])
+    for v in value if isinstance(value, list) else [value]:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok:
+            what = "every value" if isinstance(value, list) else "the value"
+            raise ConfigError(f"config key '{key}': {what} must be {_range_text(RANGES[key])} (finite), got {value!r}")
+
+
+def check_consistency(cfg: dict) -> None:
+    """Checks that involve two keys (each key's own range is checked by `validate`)."""
+    s = cfg["data"]["sensor"]
+    if not s["fov_up"] > s["fov_down"]:
+        raise ConfigError(f"config keys 'data.sensor.fov_up' ({s['fov_up']}) must be above 'data.sensor.fov_down' "
+                          f"({s['fov_down']})")
+    p = cfg["postproc"]
+    if p["search"] % 2 == 0:
+        raise ConfigError(f"config key 'postproc.search': the KNN window must be odd, got {p['search']}")
+    if p["k"] > p["search"] ** 2:
+        raise ConfigError(f"config key 'postproc.k': at most postproc.search^2 = {p['search'] ** 2} neighbours, "
+                          f"got {p['k']}")
+    if cfg["schedule"]["min_lr"] > cfg["optim"]["lr"]:
+        raise ConfigError(f"config key 'schedule.min_lr' ({cfg['schedule']['min_lr']}) must not exceed 'optim.lr' "
+                          f"({cfg['optim']['lr']})")
+    for split, seqs in cfg["data"]["sequences"].items():
+        for seq in seqs or ():
+            if isinstance(seq, bool) or not isinstance(seq, (int, str)):
+                raise ConfigError(f"config key 'data.sequences.{split}': expected sequence ids like 8 or '08', "
+                                  f"got {seq!r}")
 
 
 def load_config(path=None, overrides=(), defaults_path=DEFAULTS_PATH) -> dict:
@@ -184,8 +286,9 @@ def load_config(path=None, overrides=(), defaults_path=DEFAULTS_PATH) -> dict:
     cfg = defaults
     if path is not None:
         cfg = merge(cfg, load_file_chain(path))
-    cfg = apply_overrides(cfg, overrides)
-    return validate(cfg, defaults)
+    cfg = validate(apply_overrides(cfg, overrides), defaults)
+    check_consistency(cfg)
+    return cfg
 
 
 def dump(cfg: dict) -> str:
@@ -210,6 +313,12 @@ def flatten(cfg: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose value differs between two configs."""
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
 def diff(old: dict, new: dict) -> list[str]:

@@ -19,12 +19,14 @@ from ..visualize import colormap, panels  # noqa: F401
 class Logger:
     """A SummaryWriter on rank 0; on other ranks every call is a no-op."""
 
-    def __init__(self, log_dir, enabled: bool = True):
+    def __init__(self, log_dir, enabled: bool = True, purge_step: int | None = None):
+        """`purge_step`: after a resume, TensorBoard hides events of earlier writers at this step or later (those a
+        killed run logged after its last checkpoint)."""
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(log_dir=str(log_dir))
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: dict, step: int, prefix: str = "") -> None:
         if self.writer is None:

@@ -20,17 +20,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import LidarsegError
+from ..errors import ConfigError, LidarsegError
 from . import builders, distributed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import diff, dump
+from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
+from .config import RESUME_MAY_CHANGE, changed_keys, diff, dump
 from .evaluator import Evaluator
 from .logging import Logger
 from .schedule import build_optimizer, build_scheduler
 
 
 class NonFiniteLoss(LidarsegError):
-    """The loss became NaN or infinite; the run stops without overwriting the last good checkpoint."""
+    """The loss or the gradient norm became NaN or infinite; the run stops without overwriting the last good
+    checkpoint (with train.non_finite: stop)."""
 
 
 class OutOfMemory(LidarsegError):
@@ -93,11 +94,47 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+def unwrap_worker_error(exc: LidarsegError) -> LidarsegError:
+    """A LidarsegError raised in a DataLoader worker arrives re-raised with the worker's whole traceback in its
+    message; return the same error with only the original message (as with data.workers: 0)."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return exc
+    cls = type(exc)
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    pos = text.rfind(marker)
+    return cls(text[pos + len(marker):].strip()) if pos >= 0 else exc
+
+
+def _batches(loader):
+    """Iterate a DataLoader, with input errors of its workers unwrapped to one line."""
+    try:
+        yield from loader
+    except LidarsegError as exc:
+        unwrapped = unwrap_worker_error(exc)
+        if unwrapped is exc:
+            raise
+        raise unwrapped from None
+
+
+def empty_scans(batch: dict) -> list[str]:
+    """'SEQ/SCAN' of the scans of a batch without a single finite point away from the origin (they train as an
+    empty image: no pixel, no loss)."""
+    out = []
+    xyz = batch["xyz"]
+    for b, n in enumerate(batch["num_points"].tolist()):
+        p = xyz[b, :n]
+        if not bool((torch.isfinite(p).all(-1) & (p != 0).any(-1)).any()):
+            out.append(f"{batch['sequence'][b]}/{batch['scan'][b]}")
+    return out
+
+
 class Trainer:
     def __init__(self, cfg: dict, run_dir, ctx: distributed.Context | None = None, resume: str | Path | None = None,
-                 log=print, datasets: tuple | None = None):
-        """`datasets` = (train, val or None) replaces the ones the config describes (tests, custom data); they
-        must yield the batch dict of the model's input mode."""
+                 log=print, datasets: tuple | None = None, init_from: str | Path | None = None):
+        """`resume`: a checkpoint of this run to continue exactly; `init_from`: a checkpoint whose weights start a
+        new run (optimizer, schedule and step start afresh). `datasets` = (train, val or None) replaces the ones the
+        config describes (tests, custom data); they must yield the batch dict of the model's input mode."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ctx = ctx or distributed.Context()
         self.log = log if self.ctx.is_main else (lambda *a, **k: None)
@@ -149,19 +186,53 @@ class Trainer:
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.best_metric, self.best_epoch, self.last_metrics = -1.0, -1, {}
         self._resume_rng = None
+        self._empty_seen: set[str] = set()
+        if self.ctx.is_main:
+            for tmp in remove_stale_temporaries(self.run_dir):
+                self.log(f"removed {tmp} (left by a checkpoint write that was killed)")
         if resume is not None:
             self._load(resume, model)
+        elif init_from is not None:
+            self._init_weights(init_from, model)
         self.model = distributed.wrap_model(model, self.ctx, sync_bn=bool(tcfg["sync_bn"]))
-        self.logger = Logger(self.run_dir / "tb", enabled=self.ctx.is_main)
+        # TensorBoard: events a killed run logged after its last checkpoint are dropped (purge_step)
+        self.logger = Logger(self.run_dir / "tb", enabled=self.ctx.is_main,
+                             purge_step=self.step + 1 if self.step else None)
 
     # ------------------------------------------------------------------------------------------------ state
-    def _load(self, path, model) -> None:
+    def _init_weights(self, path, model) -> None:
         from models import load_state_dict_strict
         state = load_checkpoint(path)
         load_state_dict_strict(model, state["model"], source=f"checkpoint {path}")
         model.to(self.device)
+        self.log(f"initialised the weights from {path} (its epoch {state.get('epoch')}, step {state.get('step')}); "
+                 "optimizer, schedule and step start afresh")
+
+    def _load(self, path, model) -> None:
+        """Continue the run of checkpoint `path` exactly. Only keys that do not change what is trained may differ
+        (RESUME_MAY_CHANGE); a longer or shorter train.epochs recomputes the schedule for the new total."""
+        from models import load_state_dict_strict
+        state = load_checkpoint(path)
+        keys = changed_keys(state["config"], self.cfg)
+        fixed = [k for k in keys if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in RESUME_MAY_CHANGE)]
+        if fixed:
+            raise ConfigError(
+                f"--resume {path}: a resume continues the saved run exactly, but the config changes "
+                f"{', '.join(fixed)} ({'; '.join(diff(state['config'], self.cfg)[:3])}); to train these weights "
+                "with new settings start a new run with --init-from CHECKPOINT (fresh optimizer and schedule)")
+        if int(state["epoch"]) > self.epochs:
+            raise ConfigError(f"--resume {path}: train.epochs={self.epochs} is below the {state['epoch']} epochs "
+                              "the checkpoint has already trained")
+        load_state_dict_strict(model, state["model"], source=f"checkpoint {path}")
+        model.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        # the schedule is rebuilt from the config (not loaded: LambdaLR's state holds the old total step count),
+        # then moved to the saved step; with an unchanged config this is the saved scheduler state
+        self.scheduler.last_epoch = int(state["step"])
+        fn = self.scheduler.lr_lambdas[0]
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * fn(int(state["step"]))
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
@@ -173,8 +244,12 @@ class Trainer:
         self.log(f"resumed from {path}: step {self.step}, {where}")
         changed = diff(state["config"], self.cfg)
         if changed:
-            self.log("note: the config differs from the checkpoint's (the new values apply):\n  "
-                     + "\n  ".join(changed))
+            self.log("note: the config differs from the checkpoint's in keys that do not change what is trained "
+                     "(the new values apply):\n  " + "\n  ".join(changed))
+        if "train.epochs" in keys:
+            self.log(f"note: the learning-rate schedule now runs over {self.epochs} epochs "
+                     f"({self.epochs * self.steps_per_epoch} steps); lr at step {self.step + 1}: "
+                     f"{self.optimizer.param_groups[0]['lr']:.3g}")
 
     def state_dict(self) -> dict:
         return {"config": self.cfg, "model": distributed.unwrap(self.model).state_dict(),
@@ -276,23 +351,36 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         t0, seen, loss_sum, n_loss = time.perf_counter(), 0, 0.0, 0
         waits: list[float] = []
-        for i, batch in enumerate(_timed(loader, waits), start=skip):
+        empty, skipped, window = 0, 0, []
+        for i, batch in enumerate(_timed(_batches(loader), waits), start=skip):
             if i >= total:
                 break
             sync = (i + 1) % self.accumulate == 0
+            window += [f"{s}/{n}" for s, n in zip(batch["sequence"], batch["scan"])]
+            for name in empty_scans(batch):
+                empty += 1
+                if name not in self._empty_seen:
+                    self._empty_seen.add(name)
+                    self.log(f"warning: scan {name} has no finite point away from the origin: it trains as an "
+                             "empty image (check the file)")
             with (self.model.no_sync() if self.ctx.distributed and not sync else contextlib.nullcontext()):
                 logits, target = self.forward(batch)
                 loss = self.loss_fn(logits, target)
                 bad, = distributed.any_flag([not torch.isfinite(loss).item()], self.ctx)
                 if bad:
-                    self._non_finite(loss, batch)
-                self.scaler.scale(loss / self.accumulate).backward()
+                    self._non_finite(f"loss ({loss.item()})", window, self.batch_in_epoch + 1)
+                    skipped += 1
+                    loss = loss.detach().nan_to_num(0.0, 0.0, 0.0)  # this batch adds no gradient
+                else:
+                    self.scaler.scale(loss / self.accumulate).backward()
             loss_sum, n_loss, seen = loss_sum + loss.item(), n_loss + 1, seen + len(batch["sequence"])
             self.batch_in_epoch = i + 1
             if not sync:
                 continue
-            grad_norm = self.optimizer_step()
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses (the scheduler steps after it)
+            grad_norm = self.optimizer_step(window)
+            skipped += int(not math.isfinite(grad_norm)) if self.amp != "fp16" else 0
+            window = []
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
             bar.update(self.accumulate)
             if self.step % int(self.cfg["train"]["log_every"]) == 0 or i + 1 == total:
@@ -314,33 +402,48 @@ class Trainer:
         self.log(f"epoch {self.epoch + 1}/{self.epochs}  step {self.step}  loss {self.epoch_loss:.4f}  "
                  f"lr {self.optimizer.param_groups[0]['lr']:.2e}  {float(totals[2]) / max(dt, 1e-9):.1f} "
                  f"scans/s  {dt:.0f} s  waiting for data {100 * sum(waits) / max(dt, 1e-9):.1f} % "
-                 f"(first batch {1000 * self.data_wait['first_batch']:.0f} ms)")
+                 f"(first batch {1000 * self.data_wait['first_batch']:.0f} ms)"
+                 + (f"  {empty} empty scan(s)" if empty else "")
+                 + (f"  {skipped} non-finite update(s) skipped" if skipped else ""))
         self.logger.scalars({"epoch_loss": self.epoch_loss, "data_wait_share": sum(waits) / max(dt, 1e-9)},
                             self.step, prefix="train/")
         return True
 
-    def optimizer_step(self) -> float:
-        """Unscale, clip (or just measure) the gradient norm, step optimizer + scheduler; returns the norm."""
+    def optimizer_step(self, scans=()) -> float:
+        """Unscale, clip (or just measure) the gradient norm, step optimizer + scheduler; returns the norm. A
+        non-finite norm (outside fp16, where the GradScaler skips such steps itself) stops the run or, with
+        train.non_finite: skip, drops this update (the step still counts, so the schedule is unchanged)."""
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg["train"]["clip_grad"]
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip) if clip else math.inf)
-        self.scaler.step(self.optimizer)
+        bad = False
+        if self.amp != "fp16":
+            bad, = distributed.any_flag([not bool(torch.isfinite(norm))], self.ctx)
+            if bad:
+                self._non_finite(f"gradient norm ({float(norm)})", scans, self.batch_in_epoch)
+        if not bad:
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
         return float(norm)
 
-    def _non_finite(self, loss: torch.Tensor, batch: dict):
-        scans = ", ".join(f"{s}/{n}" for s, n in zip(batch["sequence"], batch["scan"]))
+    def _non_finite(self, what: str, scans, batch: int) -> None:
+        """Stop (train.non_finite: stop) or warn (skip) about a non-finite loss or gradient norm of batch `batch`
+        (1-based) of this epoch."""
+        where = (f"at step {self.step} (epoch {self.epoch + 1}, batch {batch}) on rank "
+                 f"{self.ctx.rank}; scans: {', '.join(scans)}")
+        if self.cfg["train"]["non_finite"] == "skip":
+            self.log(f"warning: non-finite {what} {where}; this update is skipped (train.non_finite: skip)")
+            return
         last = self.run_dir / "last.pt"
         kept = f"the last good checkpoint is {last} (epoch {self.epoch})" if last.is_file() else \
             "no checkpoint was written yet"
         self.logger.close()
         raise NonFiniteLoss(
-            f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch + 1}, batch "
-            f"{self.batch_in_epoch + 1}) on rank {self.ctx.rank}; scans of the batch: {scans}. Stopped; {kept}. "
-            "Check those scans, lower optim.lr or set train.clip_grad.")
+            f"non-finite {what} {where}. Stopped; {kept}. Check those scans, lower optim.lr or set "
+            "train.clip_grad (or train.non_finite=skip to drop such updates).")
 
     def _bar(self, total: int, initial: int, desc: str):
         from tqdm import tqdm
@@ -359,7 +462,7 @@ class Trainer:
         loader = self._loader(self.val_set, distributed.eval_sampler(self.val_set, self.ctx),
                               int(cfg["val"]["batch_size"]), drop_last=False)
         images = None
-        for batch in loader:
+        for batch in _batches(loader):
             logits, target = self.forward(batch)
             logits = main_logits(logits)
             ev.add_batch(logits, batch, self.mode, knn)
