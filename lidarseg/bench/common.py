@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmarks: medians of repeated runs, printed as a table with ratios."""
+"""Timing helpers shared by the benchmarks: medians of repeated runs (wall clock on CPU, CUDA events on a GPU),
+printed as a table with ratios."""
 from __future__ import annotations
 
 import statistics
@@ -20,6 +21,32 @@ def time_call(fn: Callable[[], object], repeat: int = 7, warmup: int = 1, sync: 
             sync()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def time_cuda(fn: Callable[[], object], repeat: int = 10, warmup: int = 2):
+    """Like `time_call` on the current CUDA device, timed with CUDA events around each call (the GPU's own time
+    from the first kernel launched to the last one finished; seconds)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000.0)
+    return times
+
+
+def time_on(device, fn: Callable[[], object], repeat: int, warmup: int):
+    """`time_cuda` on a CUDA device, else `time_call`."""
+    if getattr(device, "type", device) == "cuda":
+        return time_cuda(fn, repeat=repeat, warmup=warmup)
+    return time_call(fn, repeat=repeat, warmup=warmup)
 
 
 def median_ms(times) -> float:

@@ -397,12 +397,13 @@ class Trainer:
         dt = time.perf_counter() - t0
         totals = distributed.all_reduce_sum(torch.tensor([loss_sum, n_loss, seen], dtype=torch.float64), self.ctx)
         self.epoch_loss = float(totals[0] / max(1.0, float(totals[1])))  # mean over all ranks' batches
-        self.data_wait = {"seconds": sum(waits), "first_batch": waits[0] if waits else 0.0, "epoch": dt,
-                          "batches": len(waits)}
+        first = waits[0] if waits else 0.0
+        self.data_wait = {"seconds": sum(waits), "first_batch": first, "epoch": dt, "batches": len(waits)}
+        after = (sum(waits) - first) / max(dt - first, 1e-9)     # steady state: workers started, queue filled
         self.log(f"epoch {self.epoch + 1}/{self.epochs}  step {self.step}  loss {self.epoch_loss:.4f}  "
                  f"lr {self.optimizer.param_groups[0]['lr']:.2e}  {float(totals[2]) / max(dt, 1e-9):.1f} "
                  f"scans/s  {dt:.0f} s  waiting for data {100 * sum(waits) / max(dt, 1e-9):.1f} % "
-                 f"(first batch {1000 * self.data_wait['first_batch']:.0f} ms)"
+                 f"(first batch {1000 * first:.0f} ms, {100 * after:.1f} % after it)"
                  + (f"  {empty} empty scan(s)" if empty else "")
                  + (f"  {skipped} non-finite update(s) skipped" if skipped else ""))
         self.logger.scalars({"epoch_loss": self.epoch_loss, "data_wait_share": sum(waits) / max(dt, 1e-9)},
