@@ -122,3 +122,12 @@ def test_mismatched_files(tmp_path, case, capsys):
         evaluate(data, preds, progress=False)
     assert main(["evaluate", "--data", str(data), "--predictions", str(preds), "--no-progress"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_json_or_plot_that_is_a_directory_is_refused_first(tmp_path, capsys):
+    data, preds = make_dataset(tmp_path, scans=1)
+    assert main(["evaluate", "--data", str(data), "--predictions", str(preds), "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --json {tmp_path}: is an existing directory; expected a file name"
+    assert main(["evaluate", "--data", str(data), "--predictions", str(preds), "--plot", str(data)]) == 2
+    assert f"--plot {data}: is an existing directory" in capsys.readouterr().err

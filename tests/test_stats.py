@@ -58,3 +58,11 @@ def test_stats_bad_scan(tmp_path):
     (tmp_path / "sequences" / "00" / "velodyne" / "000000.bin").write_bytes(b"\0" * 10)
     with pytest.raises(DataError, match="000000.bin"):
         compute_stats(tmp_path, "train", sequences=[0], sensor=SMALL)
+
+
+def test_max_scans_zero_and_out_directory_are_refused(tmp_path, capsys):
+    write_dataset(tmp_path, {"00": [300]})
+    assert main(["stats", "--data", str(tmp_path), "--sequences", "0", "--max-scans", "0"]) == 2
+    assert "--max-scans must be >= 1" in capsys.readouterr().err
+    assert main(["stats", "--data", str(tmp_path), "--sequences", "0", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: is an existing directory" in capsys.readouterr().err

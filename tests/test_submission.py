@@ -105,3 +105,26 @@ def test_validator_rejects_zip_without_dir_entries(tmp_path, test_split):
     assert official_validate(bad, data, [11]) is not None
     with pytest.raises(DataError, match="directory entry"):
         validate_submission(bad, data, ["11"])
+
+
+def test_train_ids_are_refused(tmp_path, test_split, capsys):
+    """`evaluate` warns about ids outside the learning_map; a submission of them would be scored as garbage, so
+    `submission` refuses them (here: train ids written without learning_map_inv)."""
+    data, preds = test_split
+    scan = data / "sequences" / "11" / "velodyne" / "000001.bin"
+    n = scan.stat().st_size // 16
+    bad = preds / "sequences" / "11" / "predictions" / "000001.label"
+    np.random.default_rng(1).integers(1, 20, n).astype(np.uint32).tofile(bad)
+    out = tmp_path / "s.zip"
+    assert main(["submission", "--predictions", str(preds), "--data", str(data), "--sequences", "11",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"prediction {bad} holds ids [" in err and "train ids written instead of raw ids" in err
+    assert "\u2713" not in err and not out.exists()
+
+
+def test_submission_out_that_is_a_directory(tmp_path, test_split, capsys):
+    data, preds = test_split
+    assert main(["submission", "--predictions", str(preds), "--data", str(data), "--sequences", "11",
+                 "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: is an existing directory" in capsys.readouterr().err

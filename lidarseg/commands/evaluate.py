@@ -27,11 +27,21 @@ def add_arguments(parser):
 def run(args) -> int:
     from ..data.io import atomic_write_bytes
     from ..data.labels import LabelMap
-    from ..evaluation import evaluate
+    from ..evaluation import evaluate, sequence_dir
+    from ..submission import check_manifest
+    from .paths import check_out_file
 
+    for option in ("json", "plot"):
+        if getattr(args, option):
+            check_out_file(getattr(args, option), f"--{option}")
     label_map = LabelMap.from_yaml(args.config)
-    result = evaluate(args.data, args.predictions or args.data, args.split, label_map, sequences=args.sequences,
+    pred_root = args.predictions or args.data
+    sequences = args.sequences if args.sequences is not None else label_map.sequences(args.split)
+    notes = check_manifest(pred_root, [sequence_dir(s) for s in sequences])
+    result = evaluate(args.data, pred_root, args.split, label_map, sequences=args.sequences,
                       convention=args.convention, progress=not args.no_progress)
+    for w in notes:
+        print(f"note: {w}", file=sys.stderr)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"Data: {args.data}\nPredictions: {args.predictions or args.data}\nSplit: {args.split} "

@@ -25,8 +25,11 @@ def add_arguments(parser):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the config's train.threads, "
                         "else torch's default)")
-    parser.add_argument("--limit", type=int, help="only the first N scans of the split")
+    parser.add_argument("--limit", type=int, help="only the first N >= 1 scans of the split (default: all)")
     parser.add_argument("--json", help="also write timings and metrics as JSON to this file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the predictions already in --out first (without it, a folder holding "
+                             "predictions of another checkpoint, options or --limit is refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -34,8 +37,17 @@ def run(args) -> int:
     import torch
 
     from ..data.io import atomic_write_bytes
-    from ..engine.inference import load_model, predict_split, timing_lines
+    from ..engine.inference import load_model, predict_split, timing_lines, writer_info
+    from ..errors import ConfigError
+    from .paths import check_out_dir, check_out_file
 
+    check_out_dir(args.out, "--out")
+    if args.json:
+        check_out_file(args.json, "--json")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1 (a number of scans; omit it for all), got {args.limit}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, label_map = load_model(args.checkpoint, torch.device(device))
     threads = args.threads or cfg["train"].get("threads")
@@ -52,7 +64,8 @@ def run(args) -> int:
         knn_text = "not used (the network predicts every point)"
     print(f"checkpoint {args.checkpoint}: {cfg['model']['name']}, {mode} input, device {device}; KNN {knn_text}")
     result = predict_split(model, cfg, label_map, args.split, args.out, knn=knn, device=device, limit=args.limit,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, writer=writer_info(args.checkpoint, cfg, knn, mode),
+                           overwrite=args.overwrite)
     print(f"wrote {result['scans']} prediction files under {Path(args.out) / 'sequences'}")
     print("\n".join(timing_lines(result["times"], result["knn"])))
     report = {"scans": result["scans"], "knn": result["knn"],

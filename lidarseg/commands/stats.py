@@ -16,12 +16,19 @@ def add_arguments(parser):
     parser.add_argument("--width", type=int, default=None, help="range image width")
     parser.add_argument("--fov-up", type=float, default=None, help="upper vertical field of view, degrees")
     parser.add_argument("--fov-down", type=float, default=None, help="lower vertical field of view, degrees")
-    parser.add_argument("--max-scans", type=int, default=None, help="use only the first N scans")
+    parser.add_argument("--max-scans", type=int, default=None, help="use only the first N >= 1 scans (default: all)")
     parser.add_argument("--out", default=None, help="write the YAML here (atomically) instead of printing it")
 
 
 def run(args) -> int:
     from ..data.stats import compute_stats, dump_stats, write_stats
+    from ..errors import ConfigError
+    from .paths import check_out_file
+
+    if args.max_scans is not None and args.max_scans < 1:
+        raise ConfigError(f"--max-scans must be >= 1 (a number of scans; omit it for all), got {args.max_scans}")
+    if args.out:
+        check_out_file(args.out, "--out")
 
     sensor = {"preset": args.sensor} if args.sensor else {}
     for key in ("height", "width", "fov_up", "fov_down"):

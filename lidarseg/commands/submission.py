@@ -20,8 +20,10 @@ def add_arguments(parser):
 def run(args) -> int:
     from ..data.labels import LabelMap
     from ..errors import DataError
-    from ..submission import build_submission, test_sequences, validate_submission
+    from ..submission import build_submission, check_manifest, test_sequences, validate_submission
+    from .paths import check_out_file
 
+    check_out_file(args.out, "--out")
     label_map = LabelMap.from_yaml(args.config)
     present, missing = test_sequences(args.data, label_map, args.sequences)
     if missing:
@@ -29,7 +31,9 @@ def run(args) -> int:
               f"left out (the official benchmark needs all of 11-21)", file=sys.stderr)
     if not present:
         raise DataError(f"none of the sequences {', '.join(missing)} exist under {args.data}/sequences")
-    out = build_submission(args.predictions, args.data, args.out, present)
+    for note in check_manifest(args.predictions, present):
+        print(f"note: {note}", file=sys.stderr)
+    out = build_submission(args.predictions, args.data, args.out, present, label_map)
     for check in validate_submission(out, args.data, present):
         print(f"\u2713 {check}")
     print(f"wrote {out}")

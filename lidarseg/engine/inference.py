@@ -38,11 +38,30 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def writer_info(checkpoint, state_or_cfg: dict, knn: bool, mode: str) -> dict:
+    """What identifies the predictions of a run (for the prediction folder's manifest): the checkpoint (path,
+    SHA-256), the dataset root and the options that change the labels (KNN and its parameters)."""
+    from ..submission import file_sha256
+    cfg = state_or_cfg.get("config", state_or_cfg)
+    p = cfg["postproc"]
+    knn = bool(knn) and mode == "range"
+    return {"checkpoint": str(Path(checkpoint).resolve()), "sha256": file_sha256(checkpoint),
+            "data": str(builders.data_root(cfg)),
+            "knn": ({k: p[k] for k in ("k", "search", "sigma", "cutoff")} if knn else False)}
+
+
 @torch.no_grad()
 def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool = True, device="cpu",
-                  limit: int | None = None, progress: bool = True) -> dict:
+                  limit: int | None = None, progress: bool = True, writer: dict | None = None,
+                  overwrite: bool = False) -> dict:
     """Predict every scan of `split` (data root = cfg data.root), write the prediction files under `out_root`.
+    With `writer` (see `writer_info`), the folder's manifest is checked first (no mixing with predictions of
+    another writer or limit; `overwrite` deletes them) and marked complete last.
     Returns {"scans", "times" {stage: [seconds per scan]}, "evaluator" (None without labels), "knn"}."""
+    from ..errors import ConfigError
+    from ..submission import finish_folder, prepare_folder
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"--limit must be >= 1 (a number of scans; omit it for all), got {limit}")
     device = torch.device(device)
     mode = getattr(model, "input_mode", "range")
     knn = bool(knn) and mode == "range"  # KPRNet predicts every point itself
@@ -50,6 +69,8 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
     collate = builders.collate_fn(mode)
     n = len(ds) if not limit else min(len(ds), int(limit))
     knn_cfg = builders.knn_params(cfg) if knn else None
+    manifest = prepare_folder(out_root, split, writer, limit, overwrite) if writer is not None else None
+    written: dict[str, list[str]] = {}
     ev = Evaluator(label_map.num_classes, label_map.ignore, device, pixel=False, knn=knn)
     times = {s: [] for s in STAGES}
     labelled = False
@@ -83,7 +104,8 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
             points[batch["point_index"][0, :nb].to(device)] = pred[0, :nb]
         _sync(device)
         t3 = time.perf_counter()
-        write_prediction(out_root, batch["sequence"][0], batch["scan"][0], points.cpu(), label_map)
+        path = write_prediction(out_root, batch["sequence"][0], batch["scan"][0], points.cpu(), label_map)
+        written.setdefault(path.parent.parent.name, []).append(path.stem)
         t4 = time.perf_counter()
         if batch["has_labels"][0]:
             from .evaluator import confusion_add
@@ -93,6 +115,8 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
             confusion_add(ev.conf["point_knn" if knn else "point"], points, gt)
         for s, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[s].append(dt)
+    if manifest is not None:
+        finish_folder(out_root, manifest, split, written)
     return {"scans": n, "times": times, "evaluator": ev if labelled else None, "knn": knn, "mode": mode}
 
 
