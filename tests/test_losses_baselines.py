@@ -158,6 +158,28 @@ def test_ohem_empty_batch_is_zero():
     assert loss.item() == 0 and (x.grad == 0).all()
 
 
+@pytest.mark.parametrize("bad, true_class", [(float("nan"), False), (float("inf"), False), (-float("inf"), True)])
+def test_ohem_propagates_non_finite_logits(bad, true_class):
+    """KPRNet's OHEM drops a point whose probability is NaN (NaN < threshold is false) and returned a finite loss
+    (0.0 when nothing else was kept); a NaN/inf logit that makes a valid point's CE non-finite must give a
+    non-finite loss. (-inf on another class is a probability of 0: finite, as in CE.)"""
+    s, y = inputs(seed=3)
+    confident = torch.nn.functional.one_hot(y, C).movedim(-1, 1).float() * 50  # every point easy: none kept
+    b, h, w = (y != 0).nonzero()[5].tolist()
+    c = int(y[b, h, w]) if true_class else (int(y[b, h, w]) + 1) % C
+    confident[b, c, h, w] = bad
+    assert OhemCrossEntropy(thresh=0.7, min_kept=0)(confident, y).isfinite().item() is False
+    s_bad = s.clone()
+    s_bad[b, c, h, w] = bad
+    assert not OhemCrossEntropy(min_kept=100)(s_bad, y).isfinite()
+    # on an ignored point it changes nothing (that point takes no part, as in CE)
+    b0, h0, w0 = (y == 0).nonzero()[0].tolist()
+    clean = OhemCrossEntropy(min_kept=100)(s, y)
+    s2 = s.clone()
+    s2[b0, c, h0, w0] = bad
+    torch.testing.assert_close(OhemCrossEntropy(min_kept=100)(s2, y), clean)
+
+
 # ---------------------------------------------------------------- shared interface
 @pytest.mark.parametrize("make", [CrossEntropyLoss, LovaszSoftmaxLoss, FocalLoss, OhemCrossEntropy,
                                   SubclassifiedLoss])

@@ -141,8 +141,9 @@ class OhemCrossEntropy(_PixelLoss):
     """Online hard example mining CE as in KPRNet (`utils/ohem.py`): with p_i the softmax probability of the true
     class of valid point i, keep the points with p_i < max(thresh, p_sorted[min(min_kept, n_valid - 1)]) and
     average their CE (class_weight, if given, multiplies the per-point CE as torch's weight= with reduction none).
-    Differences from the original: no crash on a batch without valid points (loss 0), and an empty kept set gives 0
-    instead of NaN."""
+    Differences from the original: no crash on a batch without valid points (loss 0), an empty kept set gives 0
+    instead of NaN, and valid points with a non-finite logit are always kept, so NaN/inf input gives a non-finite
+    loss (the original drops them, as NaN < threshold is false, and can return a finite loss)."""
 
     name = "ohem"
 
@@ -167,5 +168,8 @@ class OhemCrossEntropy(_PixelLoss):
                 min_value = torch.kthvalue(pv, k + 1).values
                 threshold = torch.clamp(min_value, min=self.thresh)
                 keep = valid & (pt < threshold)
+            # a non-finite logit on a valid point makes its probability NaN, which no threshold keeps: keep it,
+            # so the loss becomes non-finite instead of silently 0 (the trainer's check then sees it)
+            keep |= valid & ~torch.isfinite(x.detach()).all(dim=1)
         kept = keep.sum().to(ce.dtype)
         return self._done(_safe_div(torch.where(keep, ce, torch.zeros_like(ce)).sum(), kept))
