@@ -42,11 +42,44 @@ def add_arguments(parser):
                         help="do nothing when a complete generation with the same parameters is already there")
 
 
+def _generation_params(kwargs) -> dict:
+    """The parameters a generation with these options records in its marker (as `ensure_dataset` compares them)."""
+    from ..data.synthetic.generate import FORMAT_VERSION, SensorConfig, _normalise_faults, _normalise_sequences
+    counts = _normalise_sequences(kwargs["sequences"], kwargs["scans"])
+    sensor = SensorConfig.from_options(None, azimuth_steps=kwargs["azimuth_steps"])
+    return {"version": FORMAT_VERSION, "seed": int(kwargs["seed"]),
+            "scans": {f"{s:02d}": n for s, n in counts.items()}, "sensor": sensor.to_dict(),
+            "faults": _normalise_faults(kwargs["faults"]), "test_labels": bool(kwargs["test_labels"])}
+
+
+def refuse_other_generation(out, kwargs) -> None:
+    """ConfigError when `out` holds a synthetic generation (complete or interrupted) made with other parameters:
+    writing into it would leave a mix of two generations (the sequences and scans the new one does not rewrite)."""
+    import json
+    from pathlib import Path
+
+    from ..data.synthetic.generate import MARKER
+    marker = Path(out) / MARKER
+    if not marker.is_file():
+        return
+    try:
+        old = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"{marker} cannot be read: delete {out} or choose another --out") from None
+    want = _generation_params(kwargs)
+    changed = [f"{k}: {old[k]!r} -> {v!r}" for k, v in want.items() if k in old and old[k] != v]
+    if changed:
+        raise ConfigError(f"{out} holds a synthetic dataset generated with other parameters ("
+                          + "; ".join(changed)[:300] + "); writing into it would mix two generations. Refused: "
+                          "choose another --out, or delete the folder to regenerate it whole")
+
+
 def run(args) -> int:
     from ..data.synthetic import ensure_dataset, generate
 
     kwargs = dict(sequences=args.sequences, scans=args.scans, seed=args.seed, azimuth_steps=args.azimuth_steps,
                   faults=_faults(args.faults), preview=args.preview, test_labels=args.test_labels)
+    refuse_other_generation(args.out, kwargs)
     if args.if_missing:
         ensure_dataset(args.out, force=args.force, **kwargs)
     else:
