@@ -46,7 +46,8 @@ for variant in $VARIANTS; do
     "${train_cmd[@]}" > "$run/train.log" 2>&1 || { echo "[compare] training failed, see $run/train.log" >&2; exit 1; }
     t1=$(date +%s)
     ckpt="$run/best.pt"; [ -f "$ckpt" ] || ckpt="$run/last.pt"
-    infer_cmd=("$PYTHON" -m lidarseg infer --checkpoint "$ckpt" --split valid --out "$run/predictions" --knn --no-progress)
+    infer_cmd=("$PYTHON" -m lidarseg infer --checkpoint "$ckpt" --split valid --out "$run/predictions" --knn --no-progress
+               --overwrite)
     eval_cmd=("$PYTHON" -m lidarseg evaluate --data "$data" --predictions "$run/predictions" --split valid
               --no-progress --json "$run/eval.json")
     "${infer_cmd[@]}" > "$run/infer.log" 2>&1

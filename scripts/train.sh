@@ -64,7 +64,8 @@ fi
 
 ckpt="$out/best.pt"
 [ -f "$ckpt" ] || ckpt="$out/last.pt"
-infer_args=(--checkpoint "$ckpt" --split valid --out "$out/predictions" "$knn" --no-progress --json "$out/valid.json")
+infer_args=(--checkpoint "$ckpt" --split valid --out "$out/predictions" "$knn" --no-progress --json "$out/valid.json"
+            --overwrite)  # the run's own prediction folder: replaced by the current checkpoint's
 [ -n "$data" ] && infer_args+=(--data "$data")
 echo "[train.sh] predicting the validation split with $ckpt"
 "$PYTHON" -m lidarseg infer "${infer_args[@]}"
