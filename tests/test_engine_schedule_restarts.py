@@ -64,5 +64,7 @@ def test_config_accepts_cosine_restarts_and_checks_it():
         build_scheduler(opt, {"name": "cosine_restarts", "cycle_epochs": "x"}, 0.01, 10, 5)
     with pytest.raises(ConfigError, match="longer than the warm-up"):
         build_scheduler(opt, {"name": "cosine_restarts", "cycle_epochs": 1, "warmup_epochs": 1}, 0.01, 10, 5)
+    with pytest.raises(ConfigError, match="gamma"):
+        build_scheduler(opt, {"name": "cosine_restarts", "gamma": -1.0}, 0.01, 10, 5)
     with pytest.raises(ConfigError, match="cycle_mult"):
         build_scheduler(opt, {"name": "cosine_restarts", "cycle_mult": 0}, 0.01, 10, 5)

@@ -64,6 +64,8 @@ class CosineRestarts:
                               f"({warmup_steps} steps)")
         if isinstance(mult, bool) or int(mult) != mult or mult < 1:
             raise ConfigError(f"schedule.cycle_mult must be an integer >= 1, got {mult!r}")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+            raise ConfigError(f"schedule.gamma must be a number > 0, got {gamma!r}")
         self.base_lr, self.t0, self.up = float(base_lr), int(cycle_steps), int(warmup_steps)
         self.mult, self.gamma, self.min_lr = int(mult), float(gamma), float(min_lr)
 
