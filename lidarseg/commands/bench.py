@@ -8,6 +8,7 @@ BENCHMARKS = {
     "knn": "KNN back-projection vs RangeNet++'s torch KNN",
     "eval": "evaluate throughput vs an np.add.at confusion matrix",
     "model": "forward / forward+backward time of the networks",
+    "mmseg": "the subclassified loss registered in mmsegmentation vs mmseg's CrossEntropyLoss (mmseg extra)",
     "gpu": "the GPU run's measurements (loss paths, crossover, training steps) as JSON; --report merges a run",
 }
 
