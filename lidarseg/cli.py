@@ -15,7 +15,7 @@ COMMANDS = {
     "synth": ("lidarseg.commands.synth", "generate the synthetic SemanticKITTI-format dataset"),
     "compare-scans": ("lidarseg.commands.compare_scans", "side-by-side statistics of two sets of scans (JSON, PNG)"),
     "train": ("lidarseg.commands.train", "train a network from a YAML config"),
-    "infer": ("lidarseg.commands.infer", "predict labels for a split and write submission files"),
+    "infer": ("lidarseg.commands.infer", "predict a split with a checkpoint and write prediction files"),
     "export": ("lidarseg.commands.export", "export a checkpoint's network to ONNX, check it with onnxruntime, time it"),
     "evaluate": ("lidarseg.commands.evaluate", "point-level IoU of prediction files, as the official evaluator"),
     "visualize": ("lidarseg.commands.visualize", "PNG range-image panels of predictions and a per-class IoU chart"),
@@ -25,7 +25,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lidarseg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lidarseg", description="LiDAR range-image semantic segmentation: train, infer, evaluate, submit.",
+        epilog="`lidarseg COMMAND --help` describes a command's options; docs/ has the guides.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():

@@ -30,3 +30,15 @@ def test_console_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "lidarseg", "info"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "lidarseg" in res.stdout
+
+
+def test_help_texts_are_whole_sentences(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "LiDAR range-image semantic segmentation: train, infer, evaluate, submit." in out
+    assert "provides\n" not in out and out.rstrip().endswith("has the guides.")
+    with pytest.raises(SystemExit):
+        main(["infer", "--help"])
+    out = capsys.readouterr().out
+    assert "prediction files" in out and "submission files" not in out
