@@ -252,7 +252,8 @@ def _check_range(key: str, value) -> None:
     lo, hi, lo_open, hi_open = _parse_range(RANGES[key])
     for v in value if isinstance(value, list) else [value]:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
+        ok = ok and (lo is None or (v > lo if lo_open else v >= lo))
+        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
         if not ok:
             what = "every value" if isinstance(value, list) else "the value"
             raise ConfigError(f"config key '{key}': {what} must be {_range_text(RANGES[key])} (finite), got {value!r}")
