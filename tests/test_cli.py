@@ -42,3 +42,13 @@ def test_help_texts_are_whole_sentences(capsys):
         main(["infer", "--help"])
     out = capsys.readouterr().out
     assert "prediction files" in out and "submission files" not in out
+
+
+def test_data_readme_is_tracked():
+    """A fresh clone has data/ (the layout and .gitignore expect data/README.md)."""
+    from lidarseg import PROJECT_ROOT
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "data/README.md"], cwd=PROJECT_ROOT,
+                             capture_output=True)
+    if tracked.returncode == 128 and b"not a git repository" in tracked.stderr:
+        pytest.skip("not a git checkout")
+    assert tracked.returncode == 0, tracked.stderr.decode()
