@@ -370,3 +370,22 @@ def test_mmseg_runner_trains_and_resumes(tmp_path, monkeypatch):
     after, _ = resumed.message_hub.get_scalar("train/decode.loss_subcls").data
     assert len(after) == 12 and np.allclose(after[:10], losses)         # history restored from the checkpoint
     assert np.mean(after[10:]) < np.mean(losses[:3])
+
+
+def test_docs_standalone_adapter_matches_the_plug_in():
+    """docs/loss.md's adapter for projects without lidarseg: with a sampler weight it equals the registered loss
+    (avg_non_ignore=True <-> normalize='valid', avg_non_ignore=False <-> 'official')."""
+    import re
+    text = (ROOT / "docs" / "loss.md").read_text()
+    ns = {}
+    exec(compile(re.findall(r"```python\n(.*?)```", text, flags=re.S)[1], "docs/loss.md#mmseg", "exec"), ns)
+    x, y = scene(seed=7)
+    weight = (torch.rand(y.shape, generator=torch.Generator().manual_seed(3)) > 0.4).float()
+    for normalize, avg_non_ignore in (("valid", True), ("official", False)):
+        doc = ns["SubclassifiedCrossEntropyLoss"](loss_weight=0.5, normalize=normalize)
+        plug = build(loss_weight=0.5, avg_non_ignore=avg_non_ignore)
+        for wt in (None, weight):
+            assert torch.allclose(doc(x, y, weight=wt, ignore_index=255), plug(x, y, weight=wt, ignore_index=255),
+                                  rtol=1e-6)
+    with pytest.raises(ValueError, match="loss_"):
+        ns["SubclassifiedCrossEntropyLoss"](loss_name="subcls")
