@@ -52,3 +52,12 @@ def test_data_readme_is_tracked():
     if tracked.returncode == 128 and b"not a git repository" in tracked.stderr:
         pytest.skip("not a git checkout")
     assert tracked.returncode == 0, tracked.stderr.decode()
+
+
+def test_quiet_pytest_run_still_prints_the_count():
+    """`bash scripts/test.sh -q` passes -q to pytest: the project's pytest config must not add another -q (-qq
+    prints only dots, without the count of passed tests)."""
+    from lidarseg import PROJECT_ROOT
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_labels.py"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-2000:]
