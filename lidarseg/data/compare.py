@@ -216,18 +216,19 @@ def scan_set_stats(source, max_scans: int | None = None, width: int = 2048, heig
             "azimuth_grids_distinct": float(np.nanmean(d > 0.05)),
             "empty_azimuth_bins_top_bottom_ring": [float(np.nanmean(top_empty)), float(np.nanmean(bottom_empty))],
         })
-    labelled = [x for x in lab_all if x is not None]
-    if labelled and len(labelled) == len(lab_all):
-        lab = np.concatenate(labelled)
+    labelled = [i for i, x in enumerate(lab_all) if x is not None]
+    if labelled:   # label figures over the labelled scans only (a dataset's test split has none)
+        lab = np.concatenate([lab_all[i] for i in labelled])
+        rem_l = np.concatenate([rem_all[i] for i in labelled])
         out["unlabeled"] = float(np.mean(lab == 0))
         out["outlier"] = float(np.mean(lab == 1))
         means = {}
         for name, cid in CLASSES.items():
             m = lab == cid
-            means[name] = float(rem[m].mean()) if m.any() else math.nan
+            means[name] = float(rem_l[m].mean()) if m.any() else math.nan
         out["class_remission_mean"] = means
         car = lab == CLASSES["car"]
-        out["car_remission_zero"] = float(np.mean(rem[car] == 0)) if car.any() else math.nan
+        out["car_remission_zero"] = float(np.mean(rem_l[car] == 0)) if car.any() else math.nan
     out["_arrays"] = {"range": r, "z": z, "remission": rem, "row_fill": fill_rows}
     return out
 

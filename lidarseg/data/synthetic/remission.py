@@ -15,7 +15,7 @@ import numpy as np
 #: Reflectivity gain per material (multiplies the scene's reflectivities), fitted so that the per-class remission
 #: means match real SemanticKITTI scans (docs/synthetic.md).
 MATERIAL_GAIN = {"asphalt": 1.7, "paint": 0.9, "concrete": 1.4, "grass": 1.75, "gravel": 1.5, "facade": 2.0,
-                 "glass": 1.0, "foliage": 1.05, "bark": 1.75, "metal": 1.05, "sign": 1.0, "paint_car": 0.85,
+                 "glass": 1.0, "foliage": 1.05, "bark": 1.75, "metal": 1.05, "sign": 1.0, "paint_car": 0.78,
                  "rubber": 1.0, "cloth": 1.0, "wood": 1.35}
 
 

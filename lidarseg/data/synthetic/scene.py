@@ -395,10 +395,12 @@ def build_scene(rng: np.random.Generator, x_min: float, x_max: float, drive_time
     b = _Builder(rng)
     lanes = 2 if rng.random() < 0.55 else 4
     lane_w = rng.uniform(3.3, 3.8)
-    median = rng.uniform(1.2, 3.0) if lanes == 4 else 0.0
+    median = rng.uniform(2.0, 4.0) if lanes == 4 else 0.0
     road_half = lanes / 2 * lane_w + median / 2
     weights = rng.dirichlet([3.0, 2.5, 1.2, 0.4, 1.0])
     lane_y = -(median / 2 + lane_w / 2) if lanes == 2 or rng.random() < 0.7 else -(median / 2 + 1.5 * lane_w)
+    if lanes == 2:
+        lane_y += rng.uniform(0.0, 0.5)   # on quiet two-lane streets the car keeps towards the centre line
 
     # road markings: centre line (dashed) or median, edge lines, lane dividers
     seg = 12.0
@@ -412,8 +414,9 @@ def build_scene(rng: np.random.Generator, x_min: float, x_max: float, drive_time
             label, mat = (OTHER_GROUND, "concrete") if rng.random() < 0.3 else (TERRAIN, "grass")
             b.box(x0, x1, -median / 2, median / 2, -0.5, 0.15, label, mat)
             if label == TERRAIN:
-                if rng.random() < 0.5:
-                    b.box(x0 + 2, x1 - 2, -median / 4, median / 4, 0.1, rng.uniform(0.8, 1.5), VEGETATION,
+                hedge = median / 2 - 1.0   # a low hedge keeps a metre of grass to the kerb on each side
+                if hedge > 0.3 and rng.random() < 0.5:
+                    b.box(x0 + 2, x1 - 2, -hedge, hedge, 0.1, rng.uniform(0.8, 1.5), VEGETATION,
                           "foliage", mfp=0.25, transmit=0.03)
                 else:
                     for tx in np.arange(x0 + 4, x1 - 2, rng.uniform(7, 12)):
@@ -491,7 +494,7 @@ def _roadside_block(b: _Builder, side, x0, x1, road_half, kind):
     else:
         sw = rng.uniform(1.8, 4.5) if kind in ("urban", "lot") else rng.uniform(1.5, 3.0)
         b.box(x0, x1, *ys(y, y + sw), -0.5, kerb_h, SIDEWALK, "concrete", rng.uniform(0.22, 0.36))
-    ys_in = y + 0.3
+    ys_in = y + 0.6
     y += sw
 
     # street furniture on the sidewalk; often a row of street trees
@@ -504,7 +507,7 @@ def _roadside_block(b: _Builder, side, x0, x1, road_half, kind):
         x = x0 + rng.uniform(0, 10)
         while x < x1:
             r = rng.random()
-            fy = side * (ys_in + rng.uniform(0.0, 0.3))
+            fy = side * (ys_in + rng.uniform(0.2, 0.6))
             if r < 0.22:
                 add_pole(b, x, fy, kerb_h, "lamp", facing=-facing)
             elif r < 0.38:

@@ -235,9 +235,9 @@ class SweepRays:
 
 
 # The ego car's roof in the sensor frame (box centre x, y, z, half sizes, metres): the sensor sits on a rack about
-# 0.3 m above the front part of the roof, so the roof hides the lowest beams behind and beside it (about 45 % of the
+# 0.3 m above the front part of the roof, so the roof hides the lowest beams behind and beside it (about 55 % of the
 # bottom ring, less for higher rings); the bonnet is too low to hide anything in front.
-_EGO_BOXES = np.array([[-0.85, 0.0, -0.44, 0.95, 0.85, 0.12]])
+_EGO_BOXES = np.array([[-0.9, 0.0, -0.43, 1.1, 0.9, 0.12]])
 
 
 def _box_hits(origin, direction, boxes) -> np.ndarray:
