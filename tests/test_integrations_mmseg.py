@@ -344,7 +344,7 @@ def test_mmseg_runner_trains_and_resumes(tmp_path, monkeypatch):
         runner.train()
     losses, _ = runner.message_hub.get_scalar("train/decode.loss_subcls").data
     assert len(losses) == 10 and np.isfinite(losses).all()
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses      # about 0.75x measured
     ckpt = work / "iter_10.pth"
     assert ckpt.exists()
     assert torch.serialization.get_unsafe_globals_in_checkpoint(str(ckpt)) == []     # all allow-listed
@@ -370,6 +370,15 @@ def test_mmseg_runner_trains_and_resumes(tmp_path, monkeypatch):
     after, _ = resumed.message_hub.get_scalar("train/decode.loss_subcls").data
     assert len(after) == 12 and np.allclose(after[:10], losses)         # history restored from the checkpoint
     assert np.mean(after[10:]) < np.mean(losses[:3])
+
+
+def test_lidarseg_does_not_import_mmseg():
+    import subprocess
+    import sys
+    code = ("import sys, lidarseg, lidarseg.losses, lidarseg.cli, lidarseg.bench.mmseg; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('mmseg', 'mmengine', 'mmcv')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_docs_standalone_adapter_matches_the_plug_in():
