@@ -308,6 +308,9 @@ def test_stale_checkpoint_temporaries_removed_on_resume(root, tmp_path, capsys):
         p.write_bytes(b"partial")
     other = run / ".notes.tmp"
     other.write_bytes(b"not ours")
+    older = load_checkpoint(run / "last.pt")  # as written before train.non_finite existed: still resumable
+    del older["config"]["train"]["non_finite"]
+    save_checkpoint(run / "last.pt", older)
     assert train_cli(root, run, "train.epochs=2", extra=["--resume", "auto"]) == 0
     assert "removed" in capsys.readouterr().out
     assert not any(p.exists() for p in stale) and other.exists()

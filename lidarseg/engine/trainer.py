@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from ..errors import ConfigError, LidarsegError
 from . import builders, distributed
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
-from .config import RESUME_MAY_CHANGE, changed_keys, diff, dump
+from .config import DEFAULTS_PATH, RESUME_MAY_CHANGE, changed_keys, diff, dump, merge, read_yaml
 from .evaluator import Evaluator
 from .logging import Logger
 from .schedule import build_optimizer, build_scheduler
@@ -213,12 +213,14 @@ class Trainer:
         (RESUME_MAY_CHANGE); a longer or shorter train.epochs recomputes the schedule for the new total."""
         from models import load_state_dict_strict
         state = load_checkpoint(path)
-        keys = changed_keys(state["config"], self.cfg)
+        # keys added to base.yaml after the checkpoint was written take their defaults
+        old_cfg = merge(read_yaml(DEFAULTS_PATH), state["config"])
+        keys = changed_keys(old_cfg, self.cfg)
         fixed = [k for k in keys if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in RESUME_MAY_CHANGE)]
         if fixed:
             raise ConfigError(
                 f"--resume {path}: a resume continues the saved run exactly, but the config changes "
-                f"{', '.join(fixed)} ({'; '.join(diff(state['config'], self.cfg)[:3])}); to train these weights "
+                f"{', '.join(fixed)} ({'; '.join(diff(old_cfg, self.cfg)[:3])}); to train these weights "
                 "with new settings start a new run with --init-from CHECKPOINT (fresh optimizer and schedule)")
         if int(state["epoch"]) > self.epochs:
             raise ConfigError(f"--resume {path}: train.epochs={self.epochs} is below the {state['epoch']} epochs "
@@ -242,7 +244,7 @@ class Trainer:
         self._resume_rng = state.get("rng") if self.ctx.is_main else None
         where = f"epoch {self.epoch}" + (f", batch {self.batch_in_epoch}" if self.batch_in_epoch else "")
         self.log(f"resumed from {path}: step {self.step}, {where}")
-        changed = diff(state["config"], self.cfg)
+        changed = diff(old_cfg, self.cfg)
         if changed:
             self.log("note: the config differs from the checkpoint's in keys that do not change what is trained "
                      "(the new values apply):\n  " + "\n  ".join(changed))
