@@ -37,3 +37,32 @@ def test_needs_dropout_and_two_samples():
         mc_dropout_probs(m, torch.zeros(1, 5, 16, 16), samples=3)
     with pytest.raises(ConfigError, match="mc-samples"):
         mc_dropout_probs(SalsaNext(20, 5, width=0.25), torch.zeros(1, 5, 16, 16), samples=1)
+
+
+def test_infer_mc_samples_writes_variance_beside_predictions(training_root, tmp_path, capsys):
+    import numpy as np
+
+    from lidarseg.cli import main
+    from lidarseg.engine import builders
+    from lidarseg.engine.checkpoint import save_checkpoint
+    from lidarseg.engine.config import load_config
+    cfg = load_config(None, ["model.name=salsanext", "model.width=0.125", "data.sensor.height=32",
+                             "data.sensor.width=128", f"data.root={training_root}", "data.sequences.valid=[8]",
+                             "data.sequences.test=[11]", "train.threads=1"])
+    torch.manual_seed(0)
+    model = builders.model(cfg, builders.label_map(cfg))
+    save_checkpoint(tmp_path / "s.pt", {"config": cfg, "model": model.state_dict()})
+    out = tmp_path / "pred"
+    n = torch.get_num_threads()
+    assert main(["infer", "--checkpoint", str(tmp_path / "s.pt"), "--split", "valid", "--out", str(out),
+                 "--limit", "1", "--mc-samples", "3", "--no-knn", "--no-progress", "--device", "cpu"]) == 0
+    torch.set_num_threads(n)
+    scan = np.fromfile(training_root / "sequences" / "08" / "velodyne" / "000000.bin", np.float32).reshape(-1, 4)
+    pred = np.fromfile(out / "sequences" / "08" / "predictions" / "000000.label", np.uint32)
+    var = np.fromfile(out / "sequences" / "08" / "uncert" / "000000.label", np.float32)
+    assert pred.shape == var.shape == (scan.shape[0],)
+    assert np.all(var >= 0) and var.max() > 0
+    capsys.readouterr()
+    assert main(["infer", "--checkpoint", str(tmp_path / "s.pt"), "--split", "valid", "--out", str(tmp_path / "p2"),
+                 "--mc-samples", "1"]) != 0
+    assert "--mc-samples must be >= 2" in capsys.readouterr().err

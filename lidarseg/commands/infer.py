@@ -30,6 +30,10 @@ def add_arguments(parser):
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the predictions already in --out first (without it, a folder holding "
                              "predictions of another checkpoint, options or --limit is refused)")
+    parser.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                        help="MC-dropout: predict the argmax of the mean softmax over N >= 2 passes with dropout "
+                             "active and write each point's variance (float32) to sequences/NN/uncert/ (networks "
+                             "with dropout, e.g. salsanext; default: off)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,6 +50,8 @@ def run(args) -> int:
         check_out_file(args.json, "--json")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1 (a number of scans; omit it for all), got {args.limit}")
+    if args.mc_samples and args.mc_samples < 2:
+        raise ConfigError(f"--mc-samples must be >= 2 (0 = off), got {args.mc_samples}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,9 +69,12 @@ def run(args) -> int:
     if mode != "range":
         knn_text = "not used (the network predicts every point)"
     print(f"checkpoint {args.checkpoint}: {cfg['model']['name']}, {mode} input, device {device}; KNN {knn_text}")
+    writer = writer_info(args.checkpoint, cfg, knn, mode)
+    if args.mc_samples:
+        writer["mc_samples"] = args.mc_samples
     result = predict_split(model, cfg, label_map, args.split, args.out, knn=knn, device=device, limit=args.limit,
-                           progress=not args.no_progress, writer=writer_info(args.checkpoint, cfg, knn, mode),
-                           overwrite=args.overwrite)
+                           progress=not args.no_progress, writer=writer, overwrite=args.overwrite,
+                           mc_samples=args.mc_samples)
     print(f"wrote {result['scans']} prediction files under {Path(args.out) / 'sequences'}")
     print("\n".join(timing_lines(result["times"], result["knn"])))
     report = {"scans": result["scans"], "knn": result["knn"],

@@ -53,10 +53,13 @@ def writer_info(checkpoint, state_or_cfg: dict, knn: bool, mode: str) -> dict:
 @torch.no_grad()
 def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool = True, device="cpu",
                   limit: int | None = None, progress: bool = True, writer: dict | None = None,
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, mc_samples: int = 0) -> dict:
     """Predict every scan of `split` (data root = cfg data.root), write the prediction files under `out_root`.
     With `writer` (see `writer_info`), the folder's manifest is checked first (no mixing with predictions of
     another writer or limit; `overwrite` deletes them) and marked complete last.
+    `mc_samples` >= 2: MC-dropout (`uncertainty.mc_dropout_probs`): the prediction is the argmax of the mean softmax
+    over that many passes, and each point's variance (its pixel's, 0 without a pixel) is written as float32 to
+    sequences/NN/uncert/NNNNNN.label beside predictions/ (SalsaNext's layout).
     Returns {"scans", "times" {stage: [seconds per scan]}, "evaluator" (None without labels), "knn"}."""
     from ..errors import ConfigError
     from ..submission import finish_folder, prepare_folder
@@ -65,6 +68,12 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
     device = torch.device(device)
     mode = getattr(model, "input_mode", "range")
     knn = bool(knn) and mode == "range"  # KPRNet predicts every point itself
+    if mc_samples:
+        from .uncertainty import check_mc_samples
+        if mode != "range":
+            raise ConfigError(f"--mc-samples: MC-dropout is implemented for range-image networks, not input_mode "
+                              f"{mode!r}")
+        check_mc_samples(model, mc_samples)
     ds = builders.dataset(cfg, "infer", mode, label_map, split=split, train=False)
     collate = builders.collate_fn(mode)
     n = len(ds) if not limit else min(len(ds), int(limit))
@@ -81,7 +90,10 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
         t0 = time.perf_counter()
         batch = collate([ds[i]])
         t1 = time.perf_counter()
-        if mode == "range":
+        if mode == "range" and mc_samples:
+            from .uncertainty import mc_dropout_probs
+            logits, variance = mc_dropout_probs(model, batch["input"].to(device), mc_samples)
+        elif mode == "range":
             logits = model(batch["input"].to(device))
         else:
             args = [batch[k].to(device) for k in builders.KPRNET_INPUTS]
@@ -106,6 +118,12 @@ def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool =
         t3 = time.perf_counter()
         path = write_prediction(out_root, batch["sequence"][0], batch["scan"][0], points.cpu(), label_map)
         written.setdefault(path.parent.parent.name, []).append(path.stem)
+        if mc_samples:
+            from ..data.io import atomic_write_bytes
+            var = torch.zeros(nb, dtype=torch.float32, device=device)
+            has_pixel = px >= 0
+            var[has_pixel] = variance[0][py[has_pixel], px[has_pixel]]
+            atomic_write_bytes(path.parent.parent / "uncert" / path.name, var.cpu().numpy().tobytes())
         t4 = time.perf_counter()
         if batch["has_labels"][0]:
             from .evaluator import confusion_add

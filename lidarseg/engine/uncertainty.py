@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["DROPOUT_TYPES", "has_dropout", "mc_dropout_probs"]
+__all__ = ["DROPOUT_TYPES", "has_dropout", "check_mc_samples", "mc_dropout_probs"]
 
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
@@ -22,15 +22,20 @@ def has_dropout(model: nn.Module) -> bool:
     return any(isinstance(m, DROPOUT_TYPES) and m.p > 0 for m in model.modules())
 
 
-@torch.no_grad()
-def mc_dropout_probs(model: nn.Module, x: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean softmax [B,C,H,W], variance [B,H,W]) over `samples` >= 2 passes of `x` with dropout active. The model's
-    modes are restored afterwards. ConfigError if the model has no dropout with p > 0 (every pass would agree)."""
+def check_mc_samples(model: nn.Module, samples) -> None:
+    """ConfigError unless `samples` is an integer >= 2 and the model has a dropout layer with p > 0."""
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ConfigError(f"--mc-samples must be an integer >= 2, got {samples!r}")
     if not has_dropout(model):
         raise ConfigError(f"MC-dropout needs a network with dropout; {type(model).__name__} has no dropout layer "
                           "with p > 0")
+
+
+@torch.no_grad()
+def mc_dropout_probs(model: nn.Module, x: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean softmax [B,C,H,W], variance [B,H,W]) over `samples` >= 2 passes of `x` with dropout active. The model's
+    modes are restored afterwards. ConfigError if the model has no dropout with p > 0 (every pass would agree)."""
+    check_mc_samples(model, samples)
     from models import main_logits
     modes = {m: m.training for m in model.modules()}
     try:
