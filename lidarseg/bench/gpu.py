@@ -79,12 +79,42 @@ def crossover_section(device, repeat: int, log) -> dict:
             row[f"{path}_ms"] = median_ms(time_on(device, lambda: L.weights(s, y), repeat=repeat, warmup=2))
         rows.append(row)
         log(f"crossover {H}x{W}: windowed {row['windowed_ms']:.2f} ms, dense {row['dense_ms']:.2f} ms")
+    compiled = _compiled_dense_counts(device, repeat, log) if device.type == "cuda" else None
     limit = 0
     for row in sorted(rows, key=lambda r: r["pairs_per_image"]):
         if row["dense_ms"] >= row["windowed_ms"]:
             break
         limit = row["pairs_per_image"]
-    return {"rows": rows, "dense_faster_up_to_pairs": limit}
+    return {"rows": rows, "dense_faster_up_to_pairs": limit, "pair_counting_64x2048": compiled}
+
+
+def _compiled_dense_counts(device, repeat: int, log) -> dict:
+    """The pair counting alone at 64x2048 batch 8: windowed, dense eager and dense under torch.compile (whether
+    fusing the dense comparison into fewer kernels would pay)."""
+    import torch.nn.functional as F
+    from lidarseg.losses.subclassified import dense_counts, subclass_counts
+    from .loss import make_logits, range_labels
+    y = range_labels(8, 64, 2048, 20)
+    s = make_logits(y, 20).to(device)
+    y = y.to(device)
+    q = F.interpolate(s, (16, 512), mode="bilinear").reshape(8, 20, -1)
+    r = F.interpolate(s, (8, 256), mode="bilinear").reshape(8, 20, -1)
+    yq, yr = y[:, ::4, ::4].reshape(8, -1), y[:, ::8, ::8].reshape(8, -1)
+    aq, ar = yq != 0, yr != 0
+    out = {}
+    ref = subclass_counts(q, yq, aq, r, yr, ar, 0.98)
+    for name, fn in (("windowed", subclass_counts), ("dense", dense_counts),
+                     ("dense_compiled", torch.compile(dense_counts))):
+        t0 = time.perf_counter()
+        try:
+            same = bool(torch.equal(fn(q, yq, aq, r, yr, ar, 0.98), ref))
+            out[name] = {"median_ms": median_ms(time_on(device, lambda: fn(q, yq, aq, r, yr, ar, 0.98),
+                                                        repeat=repeat, warmup=2)),
+                         "equal_to_windowed": same, "first_call_s": time.perf_counter() - t0}
+        except Exception as exc:  # noqa: BLE001 - compile may fail on a machine; report it
+            out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        log(f"pair counting 64x2048 {name}: {out[name]}")
+    return out
 
 
 def _step_setup(name: str, mode: str, batch: int, device):
@@ -217,6 +247,8 @@ def markdown(data: dict) -> str:
             lines.append(f"| {row['size'][0]}x{row['size'][1]} | {row['pairs_per_image']} | "
                          f"{row['windowed_ms']:.2f} | {row['dense_ms']:.2f} |")
         lines.append(f"\nDense faster up to {cross['dense_faster_up_to_pairs']} pairs per image.")
+        for name, r in (cross.get("pair_counting_64x2048") or {}).items():
+            lines.append(f"- pair counting alone at 64x2048 batch 8, {name}: {r}")
     steps = bench.get("step")
     if steps:
         lines += ["", "Training step (forward, CE on every head, backward, SGD), batch per row:", "",
