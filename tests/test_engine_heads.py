@@ -65,3 +65,20 @@ def test_head_weights_length_checked_at_start_up(training_root, tmp_path):
     cfg = load_config(None, [*TINY_CENET, f"data.root={training_root}", "train.head_weights=[1.0, 0.5]"])
     with pytest.raises(ConfigError, match="train.head_weights has 2 entries but the model has 4"):
         Trainer(cfg, tmp_path / "run", log=quiet)
+
+
+def test_progressive_resolution_chain_with_init_from(training_root, tmp_path):
+    """CENet's recipe: train at one width, then start the next resolution from those weights (--init-from)."""
+    from lidarseg.engine.checkpoint import load_checkpoint
+    sched = ["schedule.name=cosine_restarts", "schedule.cycle_epochs=1", "schedule.warmup_epochs=0.5",
+             "schedule.min_lr=1e-4", "val.every=0"]
+    first = Trainer(load_config(None, [*TINY_CENET, f"data.root={training_root}", *sched]), tmp_path / "w64",
+                    log=quiet)
+    first.fit()
+    cfg2 = load_config(None, [*TINY_CENET, f"data.root={training_root}", *sched, "data.sensor.width=128"])
+    second = Trainer(cfg2, tmp_path / "w128", log=quiet, init_from=tmp_path / "w64" / "last.pt")
+    saved = load_checkpoint(tmp_path / "w64" / "last.pt")["model"]
+    for k, v in second.model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert second.step == 0 and second.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # fresh schedule
+    assert not second.fit()["stopped"]
