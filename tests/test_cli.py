@@ -61,3 +61,15 @@ def test_quiet_pytest_run_still_prints_the_count():
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_labels.py"],
                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-2000:]
+
+
+def test_every_option_has_a_help_text():
+    """Every option of every command, benchmarks included, says what it does in --help."""
+    def walk(parser, path):
+        for action in parser._actions:
+            if action.option_strings and action.help is None:
+                yield f"{path} {action.option_strings[0]}"
+            if hasattr(action, "choices") and isinstance(action.choices, dict):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+    assert list(walk(build_parser(), "lidarseg")) == []

@@ -13,6 +13,30 @@ BENCHMARKS = {
 }
 
 
+#: help of options that several benchmarks share, for those a benchmark declares without its own help text
+COMMON_HELP = {
+    "--height": "range-image height in pixels (default: %(default)s)",
+    "--width": "range-image width in pixels (default: %(default)s)",
+    "--batch": "images per batch (default: %(default)s)",
+    "--classes": "number of classes of the logits (default: %(default)s)",
+    "--device": "torch device to time on (default: %(default)s)",
+    "--seed": "random seed of the generated inputs (default: %(default)s)",
+    "--repeat": "timed repetitions; the median is reported (default: %(default)s)",
+    "--warmup": "untimed runs before timing (default: %(default)s)",
+    "--scans": "number of scans (default: %(default)s)",
+    "--points": "points per generated scan (default: %(default)s)",
+}
+
+
+def _fill_help(parser) -> None:
+    for action in parser._actions:
+        if action.help is None:
+            for opt in action.option_strings:
+                if opt in COMMON_HELP:
+                    action.help = COMMON_HELP[opt]
+                    break
+
+
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="bench", metavar="NAME")
     sub.required = True
@@ -25,6 +49,7 @@ def add_arguments(parser):
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
+        _fill_help(p)
 
 
 def run(args) -> int:

@@ -12,7 +12,8 @@ def add_arguments(parser):
                         help="dataset root holding sequences/NN/labels (default: %(default)s)")
     parser.add_argument("--predictions", default=None,
                         help="root holding sequences/NN/predictions/*.label (default: --data, as the official tool)")
-    parser.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    parser.add_argument("--split", default="valid", choices=["train", "valid", "test"],
+                        help="split of the label config whose sequences are evaluated (default: %(default)s)")
     parser.add_argument("--sequences", nargs="+", default=None, help="evaluate these sequences instead of --split")
     parser.add_argument("--config", default=None, help="label config YAML (default: configs/semantic-kitti.yaml)")
     parser.add_argument("--convention", default="api", choices=["api", "bonnetal"],

@@ -22,7 +22,8 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="prediction root: OUT/sequences/NN/predictions/*.label")
     parser.add_argument("--knn", action=argparse.BooleanOptionalAction, default=None,
                         help="KNN post-processing (default: postproc.knn of the checkpoint's config)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the network runs; auto = cuda when available (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the config's train.threads, "
                         "else torch's default)")
     parser.add_argument("--limit", type=int, help="only the first N >= 1 scans of the split (default: all)")
