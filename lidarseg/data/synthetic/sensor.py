@@ -25,7 +25,7 @@ _PANDAR40 = tuple([7.0, 6.0, 5.0, 4.0, 3.0, 2.0] + [round(5 / 3 - k / 3, 4) for 
                   + [-7.0 - k for k in range(10)])
 PRESETS = {
     "hdl64": dict(beams=64, upper_beams=32, fov_up=2.0, upper_low=-8.33, lower_high=-8.83, fov_down=-24.9,
-                  azimuth_steps=2048, vert_offset=(0.22, 0.09), rot_spread=5.0, elevation_jitter=0.04,
+                  azimuth_steps=2048, vert_offset=(0.15, 0.09), rot_spread=5.0, elevation_jitter=0.04,
                   axis_tilt=0.35),
     "hdl32": dict(beams=32, upper_beams=0, fov_up=10.67, fov_down=-30.67, azimuth_steps=2170,
                   vert_offset=(0.0, 0.0), rot_spread=0.0, elevation_jitter=0.0, horiz_offset=0.0, height=1.84),
@@ -71,7 +71,7 @@ class SensorConfig:
     remission_step: float = 0.01   # remission quantisation (KITTI stores multiples of 0.01)
     elevation_jitter: float = 0.04
     rot_spread: float = 5.0
-    vert_offset: tuple = (0.22, 0.09)
+    vert_offset: tuple = (0.15, 0.09)
     horiz_offset: float = 0.026
     axis_tilt: float = 0.35        # angle between the head's spin axis and the frame's z axis (degrees)
     gain_spread: float = 0.08
