@@ -291,8 +291,8 @@ def write_png(path, a: dict, b: dict, names=("A", "B")) -> Path:
         arr = s["_arrays"]
         ax[0, 0].hist(arr["range"], bins=np.linspace(0, 80, 81), density=True, histtype="step", color=col, label=name)
         ax[0, 1].hist(arr["z"], bins=np.linspace(-3.5, 4, 76), density=True, histtype="step", color=col, label=name)
-        ax[0, 2].hist(arr["remission"], bins=np.linspace(0, 1, 51), density=True, histtype="step", color=col,
-                      label=name)
+        ax[0, 2].hist(arr["remission"], bins=np.arange(102) * 0.01 - 0.005, density=True, histtype="step", color=col,
+                      label=name)   # one bin per 0.01 step of the quantised remission
         edges = np.arange(0, 85, 5)
         k = np.digitize(arr["range"], edges) - 1
         mean = [arr["remission"][k == i].mean() if np.any(k == i) else np.nan for i in range(len(edges) - 1)]
