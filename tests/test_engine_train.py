@@ -102,12 +102,15 @@ def test_ctrl_c_then_resume_is_exact(root, tmp_path, monkeypatch):
     assert straight.scheduler.state_dict()["last_epoch"] == resumed.scheduler.state_dict()["last_epoch"] == 4
 
 
-def test_non_finite_loss_stops_and_keeps_last_good(root, tmp_path, monkeypatch):
+def poison_loss(monkeypatch, at_call: int, where: str = "loss"):
+    """builders.loss wrapped so that its `at_call`-th forward goes non-finite: where="loss" multiplies the loss by
+    NaN; where="ignored" makes the logits of ignored pixels NaN, so the loss stays finite (CE skips those pixels)
+    but the gradient is NaN, as for a network whose output went NaN there."""
     real = builders.loss
+    calls = {"n": 0}
 
     def poisoned(cfg, lm):
         inner = real(cfg, lm)
-        calls = {"n": 0}
 
         class Poison(torch.nn.Module):
             last_terms = {}
@@ -118,10 +121,17 @@ def test_non_finite_loss_stops_and_keeps_last_good(root, tmp_path, monkeypatch):
 
             def forward(self, logits, target):
                 calls["n"] += 1
+                hit = calls["n"] == at_call
+                if hit and where == "ignored":
+                    logits = logits + torch.where(target == 0, float("nan"), 0.0)[:, None]  # the NaN flows back
                 loss = self.inner(logits, target)
-                return loss * float("nan") if calls["n"] == 4 else loss  # step 4 = epoch 2, batch 2
+                return loss * float("nan") if hit and where == "loss" else loss
         return Poison()
     monkeypatch.setattr(builders, "loss", poisoned)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(root, tmp_path, monkeypatch):
+    poison_loss(monkeypatch, at_call=4)  # step 4 = epoch 2, batch 2
     t = Trainer(cfg(root, "train.epochs=3", "val.every=0"), tmp_path / "r", log=quiet)
     with pytest.raises(NonFiniteLoss) as err:
         t.fit()
@@ -258,45 +268,25 @@ def test_non_positive_clip_grad_and_ranges_are_refused_at_start(root, tmp_path, 
     assert not (tmp_path / "x").exists()
 
 
-def poison_loss(monkeypatch, at_call: int):
-    """builders.loss wrapped so that at the `at_call`-th forward the logits of ignored pixels are NaN: the loss
-    stays finite (CE skips them) but the gradient is NaN."""
-    real = builders.loss
-    calls = {"n": 0}
-
-    def poisoned(cfg, lm):
-        inner = real(cfg, lm)
-
-        class Poison(torch.nn.Module):
-            last_terms = {}
-
-            def __init__(self):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, logits, target):
-                calls["n"] += 1
-                if calls["n"] == at_call:
-                    nan = torch.where(target == 0, float("nan"), 0.0)[:, None]
-                    logits = logits + nan  # as a network whose output went NaN there: the NaN flows back
-                return self.inner(logits, target)
-        return Poison()
-    monkeypatch.setattr(builders, "loss", poisoned)
-
-
 def test_nan_gradient_with_finite_loss_stops_or_skips(root, tmp_path, monkeypatch, capsys):
-    poison_loss(monkeypatch, at_call=4)  # epoch 2, batch 2 (step 4)
+    poison_loss(monkeypatch, at_call=4, where="ignored")  # epoch 2, batch 2 (step 4)
     assert train_cli(root, tmp_path / "s", "loss.name=ce", "train.epochs=2") == 2
     err = one_error_line(capsys)
-    assert "epoch 2, batch 2)" in err
     assert "non-finite gradient norm" in err and "step 3 (epoch 2, batch 2)" in err and "00/0000" in err
     assert load_checkpoint(tmp_path / "s" / "last.pt")["epoch"] == 1  # the last good one
 
-    poison_loss(monkeypatch, at_call=4)
+    poison_loss(monkeypatch, at_call=4, where="ignored")
     assert train_cli(root, tmp_path / "k", "loss.name=ce", "train.epochs=2", "train.non_finite=skip") == 0
     out = capsys.readouterr().out
     assert "warning: non-finite gradient norm" in out and "1 non-finite update(s) skipped" in out
     state = load_checkpoint(tmp_path / "k" / "last.pt")
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+    poison_loss(monkeypatch, at_call=3, where="loss")  # a non-finite loss is skipped the same way
+    assert train_cli(root, tmp_path / "l", "loss.name=ce", "train.epochs=2", "train.non_finite=skip") == 0
+    out = capsys.readouterr().out
+    assert "warning: non-finite loss (nan) at step 2 (epoch 2, batch 1)" in out and "1 non-finite update(s)" in out
+    state = load_checkpoint(tmp_path / "l" / "last.pt")
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
