@@ -316,13 +316,16 @@ def copied_root(root, tmp_path):
 
 def test_scan_at_the_origin_is_warned_once_and_counted(copied_root, tmp_path, capsys):
     import numpy as np
-    bad = copied_root / "sequences" / "00" / "velodyne" / "000001.bin"
-    n = bad.stat().st_size // 16
-    np.zeros((n, 4), np.float32).tofile(bad)
+    velodyne = copied_root / "sequences" / "00" / "velodyne"
+    n = (velodyne / "000001.bin").stat().st_size // 16
+    np.zeros((n, 4), np.float32).tofile(velodyne / "000001.bin")                 # every point at the origin
+    n = (velodyne / "000002.bin").stat().st_size // 16
+    np.full((n, 4), np.nan, np.float32).tofile(velodyne / "000002.bin")          # every point NaN
     assert train_cli(copied_root, tmp_path / "o", "train.epochs=2") == 0
     out = capsys.readouterr().out
-    assert out.count("warning: scan 00/000001 has no finite point away from the origin") == 1
-    assert out.count("1 empty scan(s)") == 2  # counted in both epoch summaries
+    for scan in ("000001", "000002"):
+        assert out.count(f"warning: scan 00/{scan} has no finite point away from the origin") == 1
+    assert out.count("2 empty scan(s)") == 2  # counted in both epoch summaries
 
 
 def test_data_error_in_a_worker_is_one_line(copied_root, tmp_path, capsys):
