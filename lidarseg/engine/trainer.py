@@ -369,13 +369,13 @@ class Trainer:
                 logits, target = self.forward(batch)
                 loss = self.loss_fn(logits, target)
                 bad, = distributed.any_flag([not torch.isfinite(loss).item()], self.ctx)
-                if bad:
+                if bad:  # (with train.non_finite: skip) this batch adds no gradient and no epoch loss
                     self._non_finite(f"loss ({loss.item()})", window, self.batch_in_epoch + 1)
                     skipped += 1
-                    loss = loss.detach().nan_to_num(0.0, 0.0, 0.0)  # this batch adds no gradient
                 else:
                     self.scaler.scale(loss / self.accumulate).backward()
-            loss_sum, n_loss, seen = loss_sum + loss.item(), n_loss + 1, seen + len(batch["sequence"])
+                    loss_sum, n_loss = loss_sum + loss.item(), n_loss + 1
+            seen += len(batch["sequence"])
             self.batch_in_epoch = i + 1
             if not sync:
                 continue
