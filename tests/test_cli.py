@@ -73,3 +73,11 @@ def test_every_option_has_a_help_text():
                 for name, sub in action.choices.items():
                     yield from walk(sub, f"{path} {name}")
     assert list(walk(build_parser(), "lidarseg")) == []
+
+
+def test_visualize_out_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file.png"
+    f.write_bytes(b"x")
+    assert main(["visualize", "--pred", str(tmp_path / "none"), "--out", str(f)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {f}: is an existing file; expected a directory (new or " \
+                                              "existing)"

@@ -101,7 +101,9 @@ def run(args) -> int:
     from ..errors import ConfigError, DataError
     from ..evaluation import evaluate, sequence_dir
     from ..visualize import scan_panel, write_iou_chart, write_png
+    from .paths import check_out_dir
 
+    check_out_dir(args.out, "--out")
     cfg = None
     if args.config:
         from ..engine.config import load_config
