@@ -254,6 +254,41 @@ def test_paper_configs_swap_the_loss(name, heads):
         assert loss["type"] == TYPE, (path, loss)
         MODELS.build(loss)                                        # the options are valid
     assert cfg.train_cfg.max_iters in (80000, 160000)
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    model = MODELS.build(cfg.model)                               # the whole network builds with the loss
+    built = model.decode_head if isinstance(model.decode_head, torch.nn.ModuleList) else [model.decode_head]
+    assert [type(h.loss_decode).__name__ for h in built] == [TYPE] * len(heads)
+
+
+def test_stdc_ohem_sampler_weight_reaches_the_loss():
+    """STDC's decode head has an OHEM pixel sampler: mmseg hands its per-pixel weights to the loss, which uses them."""
+    from mmengine.config import Config
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(str(ROOT / "configs" / "mmseg" / "stdc1_subcls_4xb12-80k_cityscapes-512x1024.py"))
+    cfg.model.decode_head.sampler.update(thresh=0.01, min_kept=500)   # keep about the 500 hardest of 15104 pixels
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    seen = []
+    loss = model.decode_head.loss_decode
+    orig = loss.forward
+    loss.forward = lambda *a, **k: (seen.append(k.get("weight")), orig(*a, **k))[1]
+    _, y = scene(B=2, C=19, H=64, W=128, seed=8)
+    samples = []
+    for b in range(2):
+        s = SegDataSample(metainfo=dict(img_shape=(64, 128), pad_shape=(64, 128)))
+        s.gt_sem_seg = PixelData(data=y[b:b + 1])
+        samples.append(s)
+    model.train()
+    losses = model.loss(torch.randn(2, 3, 64, 128), samples)
+    assert torch.isfinite(losses["decode.loss_subcls"])
+    assert len(seen) == 1 and seen[0] is not None and seen[0].shape == y.shape
+    kept = seen[0]
+    assert 500 <= kept.sum() < 0.5 * (y != 255).sum()              # OHEM kept a subset of the valid pixels
+    assert kept[y == 255].sum() == 0
 
 
 # ------------------------------------------------------------------------------------------------- Runner
