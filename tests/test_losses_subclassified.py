@@ -374,6 +374,8 @@ def test_auto_path_is_windowed_on_cpu_and_dense_on_cuda_up_to_the_measured_size(
     assert choose_path("dense", cpu, 1 << 40) == "dense" and choose_path("windowed", cuda, 1) == "windowed"
     with pytest.raises(ValueError, match="path must be one of"):
         SubclassifiedLoss(path="fast")
+    with pytest.raises(ValueError, match="compile_dense must be"):
+        SubclassifiedLoss(compile_dense="yes")
 
 
 # ---------------------------------------------------------------- CUDA (run by scripts/gpu_check.sh on a GPU)
@@ -417,11 +419,14 @@ def test_cuda_paths_agree_at_full_size_and_ignore_tf32():  # pragma: no cover - 
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")        # TF32 allowed: the loss must still compute in float32
     try:
-        wd = SubclassifiedLoss(path="dense").weights(s, y)
+        wd = SubclassifiedLoss(path="dense").weights(s, y)                      # compiled on CUDA by default
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(old)
     assert torch.equal(w, wd)
+    assert torch.equal(w, SubclassifiedLoss(path="dense", compile_dense=False).weights(s, y))
+    from lidarseg.losses.subclassified import _COMPILE_FAILED
+    assert not _COMPILE_FAILED                       # the compiled comparison really ran
 
 
 # ---------------------------------------------------------------- errors
@@ -454,7 +459,7 @@ def test_module_imports_torch_only():
     tree = ast.parse(inspect.getsource(mod))
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert names <= {"__future__", "math", "torch"}
+    assert names <= {"__future__", "functools", "math", "warnings", "torch"}   # standard library and torch only
 
 
 def test_threshold_is_strict_at_exact_ties():

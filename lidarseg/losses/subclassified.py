@@ -21,7 +21,9 @@ N_q x N_r matrix is never built.
 """
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -320,16 +322,55 @@ def subclass_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor
     return counts.reshape(B, Nq)
 
 
+def _dense_piece(qt, r, tq, tr, q_lab, r_lab, r_keep, minimum: bool):
+    """int32 [b, n] counts of one piece: dot_ij > max(tq_i, tr_j) (min for a negative threshold), same label, active
+    reference. Only exact operations after the matmul (comparisons, max), so fusing them changes nothing."""
+    dot = torch.bmm(qt, r)                                              # [b, n, Nr]
+    thr = (torch.minimum if minimum else torch.maximum)(tq[:, :, None], tr[:, None, :])
+    hit = (dot > thr) & (q_lab[:, :, None] == r_lab[:, None, :]) & r_keep
+    return hit.sum(2, dtype=torch.int32)
+
+
+def _dense_piece_div(qt, r, qd, rd, tau: float, q_lab, r_lab, r_keep):
+    """`_dense_piece` by the published division (for non-finite norms, where no threshold t(D) exists)."""
+    sim = torch.bmm(qt, r).div_(torch.maximum(qd[:, :, None], rd[:, None, :]))
+    hit = (sim > tau) & (q_lab[:, :, None] == r_lab[:, None, :]) & r_keep
+    return hit.sum(2, dtype=torch.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_dense_piece():
+    # dynamic shapes: one graph serves every piece size (a new image size does not recompile)
+    return torch.compile(_dense_piece, dynamic=True)
+
+
+_COMPILE_FAILED: list = []     # the reason torch.compile failed once in this process (then eager is used)
+
+
+def _run_piece(compiled: bool, *args):
+    if compiled and not _COMPILE_FAILED:
+        try:
+            return _compiled_dense_piece()(*args)
+        except Exception as exc:  # noqa: BLE001 - no Triton / compiler: same result in eager mode
+            _COMPILE_FAILED.append(f"{type(exc).__name__}: {exc}")
+            warnings.warn(f"subclassified loss: torch.compile of the dense pair comparison failed "
+                          f"({_COMPILE_FAILED[0][:200]}); using eager mode (same result, slower)")
+    return _dense_piece(*args)
+
+
 def dense_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
                  r: torch.Tensor, r_lab: torch.Tensor, r_active: torch.Tensor,
-                 threshold: float, max_elems: int = DENSE_STEP_PAIRS) -> torch.Tensor:
+                 threshold: float, max_elems: int = DENSE_STEP_PAIRS, compiled: bool = False) -> torch.Tensor:
     """`subclass_counts` by the published dense comparison: every query against every reference of its image,
     `sim = dot / (max(|q|^2, |r|^2) + 1e-5) > threshold` on the same-label, active pairs.
 
-    Same arguments and result as `subclass_counts`. The [b, n, N_r] similarity is built in pieces of at most
-    `max_elems` pairs (whole images batched together where they fit, else rows of one image), so peak memory is
-    about 14 bytes x max_elems whatever the image size. Fast where a B x N_q x N_r matmul is cheap (a GPU at
-    range-image sizes); the windowed path wins where it is not."""
+    Same arguments and result as `subclass_counts`: the test is decided exactly, without dividing, as
+    `dot > max(t(|q|^2 + 1e-5), t(|r|^2 + 1e-5))` (see `_pass_threshold`). The [b, n, N_r] dot products are built in
+    pieces of at most `max_elems` pairs (whole images batched together where they fit, else rows of one image), so
+    peak memory is about 6 bytes x max_elems whatever the image size. `compiled=True` runs each piece through
+    torch.compile (the comparisons fused into one pass over the dot products; the matmul stays torch's), falling
+    back to eager mode, with a warning, where compilation fails. Fast where a B x N_q x N_r matmul is cheap (a GPU);
+    the windowed path wins where it is not."""
     B, C, Nq = q.shape
     Nr = r.shape[2]
     counts = torch.zeros(B, Nq, dtype=torch.float32, device=q.device)
@@ -337,6 +378,14 @@ def dense_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
     if math.isnan(tau) or tau == math.inf or Nq == 0 or Nr == 0:
         return counts
     qn, rn = torch.sum(q * q, dim=1), torch.sum(r * r, dim=1)          # [B,Nq], [B,Nr], as published
+    qd, rd = qn + SIM_EPS, rn + SIM_EPS
+    if tau == -math.inf:
+        tq, tr = torch.full_like(qd, -math.inf), torch.full_like(rd, -math.inf)
+    else:
+        tq, tr = _pass_threshold(qd.reshape(-1), tau), _pass_threshold(rd.reshape(-1), tau)
+    exact_div = tq is None or tr is None
+    if not exact_div:
+        tq, tr = tq.reshape(B, Nq), tr.reshape(B, Nr)
     qt = q.transpose(1, 2)                                              # [B,Nq,C]
     q_lab, r_lab = q_lab.reshape(B, Nq), r_lab.reshape(B, Nr)
     r_keep = r_active.reshape(B, 1, Nr)
@@ -348,13 +397,12 @@ def dense_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
         rows = max(1, max_elems // Nr)
         pieces = [(b, b + 1, i0, min(Nq, i0 + rows)) for b in range(B) for i0 in range(0, Nq, rows)]
     for b0, b1, i0, i1 in pieces:
-        dot = torch.bmm(qt[b0:b1, i0:i1], r[b0:b1])                     # [b, n, Nr]
-        den = torch.maximum(qn[b0:b1, i0:i1, None], rn[b0:b1, None, :]).add_(SIM_EPS)
-        hit = dot.div_(den) > tau
-        del dot, den
-        hit &= q_lab[b0:b1, i0:i1, None] == r_lab[b0:b1, None, :]
-        hit &= r_keep[b0:b1]
-        counts[b0:b1, i0:i1] = hit.sum(2, dtype=torch.int32).float()
+        ql, rl, rk = q_lab[b0:b1, i0:i1], r_lab[b0:b1], r_keep[b0:b1]
+        if exact_div:
+            k = _dense_piece_div(qt[b0:b1, i0:i1], r[b0:b1], qd[b0:b1, i0:i1], rd[b0:b1], tau, ql, rl, rk)
+        else:
+            k = _run_piece(compiled, qt[b0:b1, i0:i1], r[b0:b1], tq[b0:b1, i0:i1], tr[b0:b1], ql, rl, rk, tau < 0)
+        counts[b0:b1, i0:i1] = k.float()
     return counts * q_active.reshape(B, Nq)
 
 
@@ -390,6 +438,8 @@ class SubclassifiedLoss(nn.Module):
         matmul per piece, faster on a GPU at range-image sizes), or "auto" (dense on CUDA up to
         DENSE_AUTO_MAX_PAIRS pairs per image, windowed otherwise). Both give the same counts: the published float32
         test, decided exactly.
+    compile_dense: run the dense comparison through torch.compile (fused into one pass; the first call compiles for
+        a few seconds; falls back to eager with a warning where compilation fails). None: on CUDA only.
     cpu_threads: intra-op threads for the weight computation on CPU (torch.set_num_threads around it, restored
         afterwards; results do not depend on it). Default 1: the weight computation is a chain of small ops whose
         fork/join costs more than a second thread gains, and on a loaded machine every parallel op can stall on a
@@ -407,7 +457,7 @@ class SubclassifiedLoss(nn.Module):
     def __init__(self, threshold: float = 0.98, eps: float = 10.0, power: float = 0.5, max_weight=10.0,
                  ref_stride: int = 8, query_stride: int = 4, similarity_input: str = "logits",
                  normalize: str = "valid", class_weight=None, ignore_index=0, chunk: int = 64,
-                 max_pairs: int = 1 << 22, cpu_threads=1, path: str = "auto"):
+                 max_pairs: int = 1 << 22, cpu_threads=1, path: str = "auto", compile_dense=None):
         super().__init__()
         if similarity_input not in ("logits", "probs"):
             raise ValueError(f"similarity_input must be 'logits' or 'probs', got {similarity_input!r}")
@@ -440,6 +490,9 @@ class SubclassifiedLoss(nn.Module):
         self.chunk, self.max_pairs = chunk, max_pairs
         self.cpu_threads = cpu_threads
         self.path = path
+        if compile_dense is not None and not isinstance(compile_dense, bool):
+            raise ValueError(f"compile_dense must be true, false or None, got {compile_dense!r}")
+        self.compile_dense = compile_dense
         self.register_buffer("class_weight", class_weight_tensor(class_weight))
         self.last_terms: dict = {}
         self.last_weight_map = None
@@ -504,7 +557,8 @@ class SubclassifiedLoss(nn.Module):
             else:
                 aq, ar = yq != self.ignore_index, yr != self.ignore_index
             if choose_path(self.path, x.device, q.shape[2] * r.shape[2]) == "dense":
-                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold)
+                compiled = x.device.type == "cuda" if self.compile_dense is None else self.compile_dense
+                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold, compiled=compiled)
             else:
                 k = subclass_counts(q, yq, aq, r, yr, ar, self.threshold, self.chunk, self.max_pairs)
             wq = torch.pow(k + self.eps, -self.power).reshape(B, 1, *qsz)
