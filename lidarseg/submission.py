@@ -218,8 +218,10 @@ def prepare_folder(pred_root, split: str, writer: dict, limit, overwrite: bool =
         for seq, stems in present.items():
             for stem in stems:
                 prediction_path(pred_root, seq, stem).unlink()
-        existing, present = None, {}
-    if present or existing:
+        present = {}
+    if not present:  # nothing to mix with: a manifest left without its files is replaced
+        existing = None
+    else:
         where = f"{pred_root} already holds predictions"
         hint = "choose another --out, or pass --overwrite to delete them first"
         if existing is None:
