@@ -209,7 +209,7 @@ def prediction_files(pred_root, sequences=None) -> dict[str, list[str]]:
 def prepare_folder(pred_root, split: str, writer: dict, limit, overwrite: bool = False) -> dict:
     """Before `infer` writes predictions of `split` into `pred_root`: refuse a folder that holds predictions of
     another writer (checkpoint, options), of another limit for this split, or without a manifest, unless
-    `overwrite` (then every prediction file and the manifest are deleted first). Records this split as incomplete
+    `overwrite` (then every prediction file, MC-dropout variance file and the manifest are deleted first). Records this split as incomplete
     in the manifest and returns the manifest to pass to `finish_folder`."""
     pred_root = Path(pred_root)
     existing = read_manifest(pred_root)
@@ -218,6 +218,8 @@ def prepare_folder(pred_root, split: str, writer: dict, limit, overwrite: bool =
         for seq, stems in present.items():
             for stem in stems:
                 prediction_path(pred_root, seq, stem).unlink()
+        for f in pred_root.glob("sequences/*/uncert/*.label"):  # MC-dropout variances of the earlier run
+            f.unlink()
         present = {}
     if not present:  # nothing to mix with: a manifest left without its files is replaced
         existing = None

@@ -113,7 +113,11 @@ def test_prediction_folder_refuses_mixing_and_interrupted_runs(trained, tmp_path
             raise KeyboardInterrupt
         return real(*a, **k)
     monkeypatch.setattr(sub, "write_prediction", killed_after_one)
+    stale = pred / "sequences" / "08" / "uncert" / "000000.label"  # a variance file of an earlier MC-dropout run
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\0" * 4)
     assert main([*infer, "--no-knn", "--overwrite"]) == 130
+    assert not stale.exists()
     monkeypatch.setattr(sub, "write_prediction", real)
     capsys.readouterr()
     assert main(evaluate) == 2
