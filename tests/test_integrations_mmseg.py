@@ -289,6 +289,13 @@ def test_stdc_ohem_sampler_weight_reaches_the_loss():
     kept = seen[0]
     assert 500 <= kept.sum() < 0.5 * (y != 255).sum()              # OHEM kept a subset of the valid pixels
     assert kept[y == 255].sum() == 0
+    # without thresh the sampler ranks pixels by the loss itself (reduction_override='none': per-pixel loss map)
+    model.decode_head.sampler.thresh = None
+    seen.clear()
+    losses = model.loss(torch.randn(2, 3, 64, 128), samples)
+    assert torch.isfinite(losses["decode.loss_subcls"])
+    assert len(seen) == 2 and seen[0] is None and seen[1] is not None
+    assert seen[1].sum() == 2 * 500 and seen[1][y == 255].sum() == 0  # min_kept per image, hardest by our loss
 
 
 # ------------------------------------------------------------------------------------------------- Runner
