@@ -187,6 +187,7 @@ class Trainer:
         self.best_metric, self.best_epoch, self.last_metrics = -1.0, -1, {}
         self._resume_rng = None
         self._empty_seen: set[str] = set()
+        self._warm: set[int] = set()          # datasets already loaded once in this process (see _loader)
         if self.ctx.is_main:
             for tmp in remove_stale_temporaries(self.run_dir):
                 self.log(f"removed {tmp} (left by a checkpoint write that was killed)")
@@ -289,6 +290,12 @@ class Trainer:
 
     def _loader(self, dataset, sampler, batch_size: int, drop_last: bool, generator=None) -> DataLoader:
         workers = int(self.cfg["data"]["workers"])
+        if workers and len(dataset) and id(dataset) not in self._warm:
+            # load one sample here first: the numba kernels of the readers and projections are then compiled (or
+            # loaded from numba's cache) once, in this process, and the workers forked at every epoch inherit them
+            # instead of each loading them again before its first batch
+            dataset[0]
+            self._warm.add(id(dataset))
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=workers, collate_fn=builders.collate_fn(self.mode),
                           pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
