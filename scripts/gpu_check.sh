@@ -8,7 +8,8 @@
 # time limit and writes its files as it goes, so a stage that fails or runs out of time leaves the others' results.
 # Files: env.json, pytest.txt, bench.json/bench.log, train.log, infer.json, and gpu.json + gpu.md (all merged).
 # Nothing is installed: it runs from the working tree (PYTHONPATH) with the machine's torch.
-# Environment: PYTHON (default python3), GPU_CHECK_STEPS (training steps end to end, default 240).
+# Environment: PYTHON (default python3), GPU_CHECK_STEPS (training steps end to end, default 200),
+# GPU_CHECK_STAGES (default "tests bench train": a rerun can repeat some), GPU_CHECK_BENCH (extra `bench gpu` args).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -20,6 +21,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/lidarseg-gpu-check.XXXXXX")
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 start=$(date +%s)
 stage() { echo "[gpu_check $(( $(date +%s) - start )) s] $*"; }
+stages=" ${GPU_CHECK_STAGES:-tests bench train} "
+want() { [[ "$stages" == *" $1 "* ]]; }
 cuda=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 
 stage "environment"
@@ -37,17 +40,22 @@ print(json.dumps({"date": str(datetime.date.today()), "torch": torch.__version__
 EOF
 cat "$OUT_DIR/env.json"
 
+want tests && {
 stage "1/5 CUDA-marked tests"
 per_test=$("$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout=60")   # a hung NCCL init fails one test
 timeout 110 "$PY" -m pytest -m cuda -p no:cacheprovider -rs -v --continue-on-collection-errors $per_test tests \
   2>&1 | tee "$OUT_DIR/pytest.txt" | grep -E "PASS|FAIL|ERROR|SKIP|passed|failed|Error" | tail -30
+}
 
+want bench && {
 stage "2/5 benchmarks: loss, crossover, training steps"
 budget=$([ "$cuda" = 1 ] && echo 160 || echo 120)
 timeout $(( budget + 40 )) "$PY" -m lidarseg bench gpu --json "$OUT_DIR/bench.json" --budget "$budget" \
-  $([ "$cuda" = 1 ] || echo "--repeat 2 --models rangenet21") > "$OUT_DIR/bench.log" 2>&1
+  $([ "$cuda" = 1 ] || echo "--repeat 2 --models rangenet21") ${GPU_CHECK_BENCH:-} > "$OUT_DIR/bench.log" 2>&1
 grep -E "^\[bench gpu|^ours|check " "$OUT_DIR/bench.log"
+}
 
+want train && {
 stage "3/5 synthetic data for the end-to-end run"
 if [ "$cuda" = 1 ]; then width=2048 scans=40; else width=512 scans=8; fi
 timeout 80 "$PY" -m lidarseg synth --out "$WORK/data" --sequences 0 1 8 --scans "$scans" --azimuth-steps "$width" \
@@ -74,6 +82,7 @@ fi
 ckpt="$WORK/run/last.pt"
 [ -f "$ckpt" ] && timeout 45 "$PY" -m lidarseg infer --checkpoint "$ckpt" --split valid --out "$WORK/pred" --knn \
   --limit 30 --no-progress --json "$OUT_DIR/infer.json" 2>&1 | tail -8
+}
 
 stage "5/5 report"
 "$PY" -m lidarseg bench gpu --report "$OUT_DIR" > /dev/null 2>&1 || stage "report failed"

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 
 from .common import median_ms, print_table, time_on
 
-METHODS = ("published", "dense", "ours", "ours_windowed", "ours_dense", "ours_valid", "ce")
+METHODS = ("published", "dense", "ours", "ours_windowed", "ours_dense", "ours_dense_eager", "ours_valid", "ce")
 LABELS = {"published": "dense, published op sequence", "dense": "dense, lean transcription",
           "ours": "subclassified (ours, official, path auto)",
           "ours_windowed": "subclassified (ours, official, windowed)",
-          "ours_dense": "subclassified (ours, official, dense)",
+          "ours_dense": "subclassified (ours, official, dense; compiled on CUDA)",
+          "ours_dense_eager": "subclassified (ours, official, dense, eager)",
           "ours_valid": "subclassified (ours, valid, path auto)", "ce": "plain cross-entropy"}
 TRANSCRIPTIONS = ("published", "dense")
 
@@ -165,6 +166,7 @@ def make_methods(args):
         "ours": SubclassifiedLoss(normalize="official"),
         "ours_windowed": SubclassifiedLoss(normalize="official", path="windowed"),
         "ours_dense": SubclassifiedLoss(normalize="official", path="dense"),
+        "ours_dense_eager": SubclassifiedLoss(normalize="official", path="dense", compile_dense=False),
         "ours_valid": SubclassifiedLoss(normalize="valid"),
         "ce": lambda s, y: F.cross_entropy(s, y, ignore_index=0),
     }

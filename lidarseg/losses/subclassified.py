@@ -37,8 +37,9 @@ _GROUP_PAIRS = 1 << 18  # pairs per batched step at most (cache-sized: 1 MB per 
 DENSE_STEP_PAIRS = 1 << 26  # pairs per step of the dense path (about 1 GB of temporaries)
 # path="auto" picks the dense comparison when an image has at most this many (query, reference) pairs on the
 # device type (absent or 0: never), from the benchmarks in docs/benchmarks.md. On CPU dense wins only below about
-# 2^16 pairs (a 32x256 image), smaller than any real range image, so auto stays windowed there.
-DENSE_AUTO_MAX_PAIRS = {"cuda": 1 << 25}
+# 2^16 pairs (a 32x256 image), smaller than any real range image, so auto stays windowed there. On an H200 dense
+# was faster at every size measured, up to 512x1024 images (2^28 pairs); beyond that it is unmeasured.
+DENSE_AUTO_MAX_PAIRS = {"cuda": 1 << 28}
 PATHS = ("auto", "dense", "windowed")
 
 
