@@ -230,7 +230,7 @@ def test_checkpoint_allow_list_permits_only_history_buffer_methods(tmp_path):
     torch.save({"ok": _Sneaky("mean")}, tmp_path / "ok.pth")
     from mmengine.logging.history_buffer import HistoryBuffer
     assert torch.load(tmp_path / "ok.pth", weights_only=True)["ok"] is HistoryBuffer.mean
-    for name in ("__init__", "_set_default_statistics"):
+    for name in ("__init__", "_set_default_statistics", "update", "register_statistics"):
         torch.save({"bad": _Sneaky(name)}, tmp_path / "bad.pth")
         with pytest.raises(pickle.UnpicklingError, match="not allowed"):
             torch.load(tmp_path / "bad.pth", weights_only=True)

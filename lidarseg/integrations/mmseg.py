@@ -54,11 +54,12 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _history_buffer_method(obj, name):
     """Stands in for `builtins.getattr` while torch unpickles with weights_only=True: mmengine's HistoryBuffer pickles
-    its statistics methods as `getattr(HistoryBuffer, "min")` (pickle protocol 2). Only those lookups are allowed;
-    allowing getattr itself would let a checkpoint reach any attribute of any allowed object."""
+    its statistics methods as `getattr(HistoryBuffer, "min")` (pickle protocol 2). Only those lookups are allowed
+    (the four built-in statistics and any registered with `HistoryBuffer.register_statistics`); allowing getattr
+    itself would let a checkpoint reach any attribute of any allowed object."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    if obj is HistoryBuffer and isinstance(name, str) and not name.startswith("_") and callable(
-            getattr(HistoryBuffer, name, None)):
+    statistics = {"min", "max", "mean", "current", *getattr(HistoryBuffer, "_statistics_methods", {})}
+    if obj is HistoryBuffer and isinstance(name, str) and name in statistics:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(f"weights-only load: getattr({obj!r}, {name!r}) is not allowed (only "
                                  f"HistoryBuffer statistics methods, as mmengine checkpoints hold)")
