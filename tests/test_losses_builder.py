@@ -70,8 +70,8 @@ def test_weighted_sum_of_terms():
 
 
 @pytest.mark.parametrize("cfg,match", [
-    ({"name": "dice"}, r"unknown loss name 'dice'; valid names: \['ce', 'focal', 'lovasz', 'ohem', 'subclassified', "
-                       r"'wce'\]"),
+    ({"name": "dice"}, r"unknown loss name 'dice'; valid names: \['boundary', 'ce', 'focal', 'lovasz', 'ohem', "
+                       r"'subclassified', 'wce'\]"),
     ({"name": "subclassified", "treshold": 0.9}, r"unknown key\(s\) \['treshold'\].*valid keys: .*'threshold'"),
     ({"name": "lovasz", "gamma": 2}, r"unknown key\(s\) \['gamma'\].*valid keys: \['classes', 'ignore_index', "
                                      r"'name', 'weight'\]"),
