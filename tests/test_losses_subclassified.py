@@ -375,7 +375,7 @@ def test_auto_path_is_windowed_on_cpu_and_dense_on_cuda_up_to_the_measured_size(
     with pytest.raises(ValueError, match="path must be one of"):
         SubclassifiedLoss(path="fast")
     with pytest.raises(ValueError, match="compile_dense must be"):
-        SubclassifiedLoss(compile_dense="yes")
+        SubclassifiedLoss(compile_dense=None)
 
 
 # ---------------------------------------------------------------- CUDA (run by scripts/gpu_check.sh on a GPU)
@@ -419,12 +419,12 @@ def test_cuda_paths_agree_at_full_size_and_ignore_tf32():  # pragma: no cover - 
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")        # TF32 allowed: the loss must still compute in float32
     try:
-        wd = SubclassifiedLoss(path="dense").weights(s, y)                      # compiled on CUDA by default
+        wd = SubclassifiedLoss(path="dense", compile_dense=True).weights(s, y)
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(old)
     assert torch.equal(w, wd)
-    assert torch.equal(w, SubclassifiedLoss(path="dense", compile_dense=False).weights(s, y))
+    assert torch.equal(w, SubclassifiedLoss(path="dense").weights(s, y))
     from lidarseg.losses.subclassified import _COMPILE_FAILED
     assert not _COMPILE_FAILED                       # the compiled comparison really ran
 

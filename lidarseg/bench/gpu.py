@@ -4,8 +4,8 @@ Sections (each skipped with a note where the device or the time budget does not 
   loss       the subclassified loss forward+backward (every path, the published dense form, plain CE) at 64x2048 and
              64x512 batch 8, 20 classes, and at a Cityscapes-size [8,19,512,1024]; CUDA events, medians of >= 10,
              peak memory from torch.cuda.max_memory_allocated (`lidarseg bench loss` per shape)
-  crossover  weight computation alone, windowed against dense (compiled on CUDA, and eager), over image sizes:
-             where path="auto" should switch
+  crossover  weight computation alone, windowed against dense (and, on CUDA, dense under torch.compile), over
+             image sizes: where path="auto" should switch
   step       a training step (forward, CE on every head, backward, SGD) of every registered network at its paper
              resolution, batch 8: fp32, bf16 autocast, bf16 + channels_last, bf16 + torch.compile; scans/s, peak memory
 `--report DIR` instead merges the files a gpu_check run leaves in DIR (this benchmark's JSON, the pytest summary,
@@ -55,7 +55,7 @@ def loss_section(device, repeat: int, log) -> list[dict]:
     for B, C, H, W in shapes:
         ns = argparse.Namespace(batch=B, classes=C, height=H, width=W, repeat=repeat, logits="clustered",
                                 device=str(device), no_dense=False, no_memory=False, seed=0,
-                                methods=",".join(loss_bench.METHODS), memory_of=None)
+                                methods="", memory_of=None)
         r = loss_bench.measure(ns)
         loss_bench.print_result(r)
         out.append(r)
@@ -75,12 +75,13 @@ def crossover_section(device, repeat: int, log) -> dict:
         s = make_logits(y, 20).to(device)
         y = y.to(device)
         row = {"size": [H, W], "pairs_per_image": (H // 4) * (W // 4) * (H // 8) * (W // 8)}
-        for key, L in (("windowed", SubclassifiedLoss(path="windowed")), ("dense", SubclassifiedLoss(path="dense")),
-                       ("dense_eager", SubclassifiedLoss(path="dense", compile_dense=False))):
+        paths = [("windowed", SubclassifiedLoss(path="windowed")), ("dense", SubclassifiedLoss(path="dense"))]
+        if device.type == "cuda":
+            paths.append(("dense_compiled", SubclassifiedLoss(path="dense", compile_dense=True)))
+        for key, L in paths:
             row[f"{key}_ms"] = median_ms(time_on(device, lambda: L.weights(s, y), repeat=repeat, warmup=2))
         rows.append(row)
-        log(f"crossover {H}x{W}: windowed {row['windowed_ms']:.2f} ms, dense {row['dense_ms']:.2f} ms, "
-            f"dense eager {row['dense_eager_ms']:.2f} ms")
+        log(f"crossover {H}x{W}: " + ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in row.items() if k.endswith("_ms")))
     compiled = _compiled_dense_counts(device, repeat, log) if device.type == "cuda" else None
     limit = 0
     for row in sorted(rows, key=lambda r: r["pairs_per_image"]):
@@ -244,10 +245,11 @@ def markdown(data: dict) -> str:
     cross = bench.get("crossover")
     if cross:
         lines += ["", "Weight map alone, windowed vs dense (batch 8, 20 classes):", "",
-                  "| size | pairs per image | windowed ms | dense ms | dense eager ms |", "|---|---|---|---|---|"]
+                  "| size | pairs per image | windowed ms | dense ms | dense compiled ms |", "|---|---|---|---|---|"]
         for row in cross["rows"]:
+            comp = f"{row['dense_compiled_ms']:.2f}" if "dense_compiled_ms" in row else "-"
             lines.append(f"| {row['size'][0]}x{row['size'][1]} | {row['pairs_per_image']} | "
-                         f"{row['windowed_ms']:.2f} | {row['dense_ms']:.2f} | {row.get('dense_eager_ms', 0):.2f} |")
+                         f"{row['windowed_ms']:.2f} | {row['dense_ms']:.2f} | {comp} |")
         lines.append(f"\nDense faster up to {cross['dense_faster_up_to_pairs']} pairs per image.")
         for name, r in (cross.get("pair_counting_64x2048") or {}).items():
             lines.append(f"- pair counting alone at 64x2048 batch 8, {name}: {r}")

@@ -36,7 +36,7 @@ LOSSES = {
         "threshold": 0.98, "eps": 10.0, "power": 0.5, "max_weight": 10.0, "ref_stride": 8, "query_stride": 4,
         "similarity_input": "logits", "normalize": "valid", _CW: None, "ignore_index": 0, "chunk": 64,
         "max_pairs": 1 << 22, "cpu_threads": 1, "path": "auto",
-        "compile_dense": None}),
+        "compile_dense": False}),
 }
 _FLOAT_KEYS = {"threshold", "eps", "power", "max_weight", "gamma", "thresh"}
 _INT_KEYS = {"ref_stride", "query_stride", "min_kept", "ignore_index", "chunk", "max_pairs", "cpu_threads"}

@@ -439,8 +439,9 @@ class SubclassifiedLoss(nn.Module):
         matmul per piece, faster on a GPU at range-image sizes), or "auto" (dense on CUDA up to
         DENSE_AUTO_MAX_PAIRS pairs per image, windowed otherwise). Both give the same counts: the published float32
         test, decided exactly.
-    compile_dense: run the dense comparison through torch.compile (fused into one pass; the first call compiles for
-        a few seconds; falls back to eager with a warning where compilation fails). None: on CUDA only.
+    compile_dense: run the dense comparison through torch.compile (fused into one pass over the dot products; the
+        first call compiles for a few seconds; falls back to eager with a warning where compilation fails). Off by
+        default: its speed and exactness on a GPU are not yet measured (see docs/benchmarks.md).
     cpu_threads: intra-op threads for the weight computation on CPU (torch.set_num_threads around it, restored
         afterwards; results do not depend on it). Default 1: the weight computation is a chain of small ops whose
         fork/join costs more than a second thread gains, and on a loaded machine every parallel op can stall on a
@@ -458,7 +459,7 @@ class SubclassifiedLoss(nn.Module):
     def __init__(self, threshold: float = 0.98, eps: float = 10.0, power: float = 0.5, max_weight=10.0,
                  ref_stride: int = 8, query_stride: int = 4, similarity_input: str = "logits",
                  normalize: str = "valid", class_weight=None, ignore_index=0, chunk: int = 64,
-                 max_pairs: int = 1 << 22, cpu_threads=1, path: str = "auto", compile_dense=None):
+                 max_pairs: int = 1 << 22, cpu_threads=1, path: str = "auto", compile_dense: bool = False):
         super().__init__()
         if similarity_input not in ("logits", "probs"):
             raise ValueError(f"similarity_input must be 'logits' or 'probs', got {similarity_input!r}")
@@ -491,8 +492,8 @@ class SubclassifiedLoss(nn.Module):
         self.chunk, self.max_pairs = chunk, max_pairs
         self.cpu_threads = cpu_threads
         self.path = path
-        if compile_dense is not None and not isinstance(compile_dense, bool):
-            raise ValueError(f"compile_dense must be true, false or None, got {compile_dense!r}")
+        if not isinstance(compile_dense, bool):
+            raise ValueError(f"compile_dense must be true or false, got {compile_dense!r}")
         self.compile_dense = compile_dense
         self.register_buffer("class_weight", class_weight_tensor(class_weight))
         self.last_terms: dict = {}
@@ -558,8 +559,7 @@ class SubclassifiedLoss(nn.Module):
             else:
                 aq, ar = yq != self.ignore_index, yr != self.ignore_index
             if choose_path(self.path, x.device, q.shape[2] * r.shape[2]) == "dense":
-                compiled = x.device.type == "cuda" if self.compile_dense is None else self.compile_dense
-                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold, compiled=compiled)
+                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold, compiled=self.compile_dense)
             else:
                 k = subclass_counts(q, yq, aq, r, yr, ar, self.threshold, self.chunk, self.max_pairs)
             wq = torch.pow(k + self.eps, -self.power).reshape(B, 1, *qsz)
