@@ -21,7 +21,7 @@ from torch import nn
 from lidarseg.errors import ConfigError, DataError
 
 __all__ = ["MODELS", "register_model", "list_models", "build_model", "build_model_from_config",
-           "load_state_dict_strict", "load_rangenet_checkpoint", "DEFAULT_IN_CHANNELS", "main_logits"]
+           "load_state_dict_strict", "load_rangenet_checkpoint", "DEFAULT_IN_CHANNELS", "main_logits", "read_weights"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 DEFAULT_IN_CHANNELS = {"rangenet21": 5, "rangenet53": 5, "kprnet": 2, "cenet": 5, "salsanext": 5}
@@ -148,6 +148,29 @@ def load_state_dict_strict(model: nn.Module, state: Mapping, source: str = "chec
             parts.append(f"shape mismatches ({len(shapes)}): " + "; ".join(shapes[:12]) + more)
         raise DataError("; ".join(parts))
     model.load_state_dict(state, strict=True)
+
+
+def read_weights(path: str | os.PathLike) -> Mapping:
+    """The state dict stored in a weights file: a lidarseg checkpoint (its "model"), a released checkpoint of the
+    reference code (its "state_dict": CENet's `SENet_valid_best`, SalsaNext's `SalsaNext`) or a bare state dict.
+    The file is unpickled in full (it may hold optimizer state and numpy values): read only files you trust.
+    DataError if it is missing, unreadable or holds no state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a data error
+        raise DataError(f"{path}: cannot read a weights file ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(f"{path}: expected a state dict (a mapping of tensors), or a checkpoint holding one under "
+                        "'model' or 'state_dict'")
+    return obj
 
 
 RANGENET_FILES = {"backbone": "backbone.", "segmentation_decoder": "decoder.", "segmentation_head": "head."}

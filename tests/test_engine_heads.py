@@ -82,3 +82,28 @@ def test_progressive_resolution_chain_with_init_from(training_root, tmp_path):
         assert torch.equal(v, saved[k]), k
     assert second.step == 0 and second.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # fresh schedule
     assert not second.fit()["stopped"]
+
+
+def test_init_from_a_released_reference_checkpoint(training_root, tmp_path):
+    """--init-from also takes the reference's own files: CENet's trainer saves {'epoch', 'state_dict' (DataParallel
+    'module.' keys), 'optimizer', 'info', 'scheduler'} as SENet_valid_best."""
+    import numpy as np
+
+    from models import build_model_from_config
+    cfg = load_config(None, [*TINY_CENET, f"data.root={training_root}", "val.every=0"])
+    torch.manual_seed(3)
+    src = build_model_from_config(cfg["model"], num_classes=20)
+    released = {"epoch": 7, "state_dict": {"module." + k: v for k, v in src.state_dict().items()},
+                "optimizer": {"state": {}, "param_groups": []}, "info": {"best_val_iou": np.float64(0.6)},
+                "scheduler": {}}
+    torch.save(released, tmp_path / "SENet_valid_best")
+    t = Trainer(cfg, tmp_path / "run", log=quiet, init_from=tmp_path / "SENet_valid_best")
+    for k, v in src.state_dict().items():
+        assert torch.equal(t.model.state_dict()[k], v), k
+    torch.save({"state_dict": {k: v for k, v in src.state_dict().items() if "aux" not in k}}, tmp_path / "bad")
+    from lidarseg.errors import DataError
+    with pytest.raises(DataError, match="missing keys .*aux_head1"):
+        Trainer(cfg, tmp_path / "run2", log=quiet, init_from=tmp_path / "bad")
+    (tmp_path / "junk").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="cannot read a weights file"):
+        Trainer(cfg, tmp_path / "run3", log=quiet, init_from=tmp_path / "junk")

@@ -202,12 +202,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ state
     def _init_weights(self, path, model) -> None:
-        from models import load_state_dict_strict
-        state = load_checkpoint(path)
-        load_state_dict_strict(model, state["model"], source=f"checkpoint {path}")
+        """Weights only, strictly, from a lidarseg checkpoint or a released file of the reference code (CENet's
+        `SENet_valid_best`, SalsaNext's `SalsaNext`: `models.read_weights`)."""
+        from models import load_state_dict_strict, read_weights
+        load_state_dict_strict(model, read_weights(path), source=f"checkpoint {path}")
         model.to(self.device)
-        self.log(f"initialised the weights from {path} (its epoch {state.get('epoch')}, step {state.get('step')}); "
-                 "optimizer, schedule and step start afresh")
+        self.log(f"initialised the weights from {path}; optimizer, schedule and step start afresh")
 
     def _load(self, path, model) -> None:
         """Continue the run of checkpoint `path` exactly. Only keys that do not change what is trained may differ
