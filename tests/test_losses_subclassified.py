@@ -370,8 +370,13 @@ def test_auto_path_is_windowed_on_cpu_and_dense_on_cuda_up_to_the_measured_size(
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert choose_path("auto", cpu, 16) == "windowed"
     limit = DENSE_AUTO_MAX_PAIRS["cuda"]
-    assert choose_path("auto", cuda, limit) == "dense" and choose_path("auto", cuda, limit + 1) == "windowed"
+    assert choose_path("auto", cuda, limit, piece_pairs=1 << 26) == "dense"
+    assert choose_path("auto", cuda, limit + 1, piece_pairs=1 << 26) == "windowed"
     assert choose_path("dense", cpu, 1 << 40) == "dense" and choose_path("windowed", cuda, 1) == "windowed"
+    # too little free device memory for pieces of a useful size: windowed (forced dense still runs, in small pieces)
+    assert choose_path("auto", cuda, 1 << 24, piece_pairs=(1 << 20) - 1) == "windowed"
+    assert choose_path("auto", cuda, 1 << 24, piece_pairs=1 << 20) == "dense"
+    assert choose_path("auto", cuda, 1000, piece_pairs=1000) == "dense"          # the whole image fits
     with pytest.raises(ValueError, match="path must be one of"):
         SubclassifiedLoss(path="fast")
     with pytest.raises(ValueError, match="compile_dense must be"):
@@ -550,3 +555,13 @@ def test_strided_nearest_labels_equal_interpolate():
     for size in ((16, 24), (8, 12), (64, 96), (1, 1), (32, 3)):
         ref = F.interpolate(y[:, None].double(), size=size, mode="nearest").reshape(2, -1).long()
         assert torch.equal(_nearest_labels(y, size), ref)
+
+
+def test_class_weight_is_not_in_the_state_dict():
+    """Configuration, not learned state: a module holding the loss loads checkpoints written without it."""
+    L = SubclassifiedLoss(class_weight=[1.0] * C)
+    assert "class_weight" not in L.state_dict() and L.class_weight.shape == (C,)
+    holder = torch.nn.Sequential(torch.nn.Conv2d(5, C, 1))
+    state = holder.state_dict()
+    holder.add_module("loss", L)
+    holder.load_state_dict(state)                    # strict: no missing key for the loss

@@ -29,12 +29,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["SubclassifiedLoss", "subclass_counts", "dense_counts", "choose_path"]
+__all__ = ["SubclassifiedLoss", "subclass_counts", "dense_counts", "choose_path", "dense_piece_pairs"]
 
 SIM_EPS = 1e-5          # the similarity's denominator epsilon, as published
 _BAND_SLACK = 1e-3      # relative widening of the norm band: pruning must never drop a pair that could count
 _GROUP_PAIRS = 1 << 18  # pairs per batched step at most (cache-sized: 1 MB per float buffer); max_pairs may lower it
-DENSE_STEP_PAIRS = 1 << 26  # pairs per step of the dense path (about 1 GB of temporaries)
+DENSE_STEP_PAIRS = 1 << 26  # pairs per step of the dense path (about 650 MB of temporaries measured on CUDA)
+DENSE_BYTES_PER_PAIR = 32   # free device memory asked per pair of a dense piece (twice the temporaries' ~14 B)
+DENSE_MIN_PIECE = 1 << 20   # auto leaves the dense path when less free memory than this many pairs' worth is left
 # path="auto" picks the dense comparison when an image has at most this many (query, reference) pairs on the
 # device type (absent or 0: never), from the benchmarks in docs/benchmarks.md. On CPU dense wins only below about
 # 2^16 pairs (a 32x256 image), smaller than any real range image, so auto stays windowed there. On an H200 dense
@@ -407,13 +409,28 @@ def dense_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
     return counts * q_active.reshape(B, Nq)
 
 
-def choose_path(path: str, device: torch.device, pairs_per_image: int) -> str:
-    """The pair search to use: `path` if forced, else "dense" where the B x N_q x N_r comparison is measured to be
-    faster (see DENSE_AUTO_MAX_PAIRS), "windowed" elsewhere."""
+def dense_piece_pairs(device) -> int:
+    """Pairs per piece of the dense path on `device`: DENSE_STEP_PAIRS, or fewer where a CUDA device has less than
+    DENSE_BYTES_PER_PAIR bytes free per pair (memory torch's allocator holds in its cache counts as used)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return DENSE_STEP_PAIRS
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(DENSE_STEP_PAIRS, free // DENSE_BYTES_PER_PAIR))
+
+
+def choose_path(path: str, device, pairs_per_image: int, piece_pairs: int | None = None) -> str:
+    """The pair search to use: `path` if forced, else "dense" where the B x N_q x N_r comparison was measured to be
+    faster (DENSE_AUTO_MAX_PAIRS per device type) and pieces of at least DENSE_MIN_PIECE pairs fit in memory
+    (`piece_pairs`, from `dense_piece_pairs`), "windowed" elsewhere."""
     if path != "auto":
         return path
     limit = DENSE_AUTO_MAX_PAIRS.get(torch.device(device).type, 0)
-    return "dense" if pairs_per_image <= limit else "windowed"
+    if pairs_per_image > limit:
+        return "windowed"
+    if piece_pairs is None:
+        piece_pairs = dense_piece_pairs(device)
+    return "dense" if piece_pairs >= min(DENSE_MIN_PIECE, pairs_per_image) else "windowed"
 
 
 class SubclassifiedLoss(nn.Module):
@@ -495,7 +512,9 @@ class SubclassifiedLoss(nn.Module):
         if not isinstance(compile_dense, bool):
             raise ValueError(f"compile_dense must be true or false, got {compile_dense!r}")
         self.compile_dense = compile_dense
-        self.register_buffer("class_weight", class_weight_tensor(class_weight))
+        # not persistent: configuration, not learned state (a CE-trained checkpoint of a model that holds this loss,
+        # such as an mmseg decode head, then loads without missing keys)
+        self.register_buffer("class_weight", class_weight_tensor(class_weight), persistent=False)
         self.last_terms: dict = {}
         self.last_weight_map = None
 
@@ -558,8 +577,11 @@ class SubclassifiedLoss(nn.Module):
                 ar = torch.ones_like(yr, dtype=torch.bool)
             else:
                 aq, ar = yq != self.ignore_index, yr != self.ignore_index
-            if choose_path(self.path, x.device, q.shape[2] * r.shape[2]) == "dense":
-                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold, compiled=self.compile_dense)
+            pairs = q.shape[2] * r.shape[2]
+            piece = dense_piece_pairs(x.device) if self.path != "windowed" and x.device.type == "cuda" else None
+            if choose_path(self.path, x.device, pairs, piece) == "dense":
+                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold, max(1, piece or DENSE_STEP_PAIRS),
+                                 compiled=self.compile_dense)
             else:
                 k = subclass_counts(q, yq, aq, r, yr, ar, self.threshold, self.chunk, self.max_pairs)
             wq = torch.pow(k + self.eps, -self.power).reshape(B, 1, *qsz)
