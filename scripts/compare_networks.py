@@ -164,10 +164,12 @@ def render(out: Path, calib: dict) -> str:
         meta = json.loads((f.parent / "meta.json").read_text())
         runs.setdefault(meta["variant"], []).append({"eval": json.loads(f.read_text()), "meta": meta})
     d = calib["demo"]
+    demo_s = d["epochs"] * d["steps_per_epoch"] * d["step_s"]
     lines = [f"Budget: {calib['budget_s']:.0f} s of step time per run (the demo: {d['epochs']} epochs x "
-             f"{d['steps_per_epoch']} steps x {d['step_s']:.3f} s = {d['epochs'] * d['steps_per_epoch'] * d['step_s']:.0f} s); "
+             f"{d['steps_per_epoch']} steps x {d['step_s']:.3f} s = {demo_s:.0f} s); "
              f"{calib['threads']} torch threads per run, {calib['parallel']} runs in parallel.", "",
-             "| network | loss | epochs | s/step (calibrated) | wall s, train+infer+eval (mean) | mIoU % (mean; per seed) |",
+             "| network | loss | epochs | s/step (calibrated) | wall s, train+infer+eval (mean) "
+             "| mIoU % (mean; per seed) |",
              "|---|---|---|---|---|---|"]
     classes: list[str] = []
     for name, rs in runs.items():

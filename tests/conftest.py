@@ -73,3 +73,21 @@ def keep_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def randomize_weights():
+    """randomize(model, seed=0, scale=0.3) -> model with seeded random weights (N(0, scale^2) for conv/linear
+    weights, N(0, 0.25) for vectors) and BN running variances in [0.5, 1.5), so eval-mode BN is not the identity."""
+    import torch
+
+    def randomize(model, seed=0, scale=0.3):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if k.endswith("running_var"):
+                    v.copy_(torch.rand(v.shape, generator=g) + 0.5)
+                elif v.is_floating_point():
+                    v.copy_(torch.randn(v.shape, generator=g) * (scale if v.dim() > 1 else 0.5))
+        return model
+    return randomize

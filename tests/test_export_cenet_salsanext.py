@@ -1,7 +1,6 @@
 """ONNX export of CENet (main head; the auxiliary heads are training-only) and SalsaNext: onnxruntime reproduces the
 torch logits on real synthetic scans, with a dynamic batch."""
 import pytest
-import torch
 
 from lidarseg.engine import builders
 from lidarseg.engine.config import load_config
@@ -15,18 +14,12 @@ SMALL = {"cenet": ["model.width=0.125", "model.layers=[1,1,1,1]"], "salsanext": 
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_export_matches_torch_on_real_scans(name, synthetic_root, tmp_path):
+def test_export_matches_torch_on_real_scans(name, synthetic_root, tmp_path, randomize_weights):
     from lidarseg.export import export_onnx, read_metadata, scan_inputs
     cfg = load_config(None, [f"model.name={name}", *SMALL[name], "data.sensor.height=32", "data.sensor.width=128",
                              f"data.root={synthetic_root}", "data.sequences.valid=[8]", "data.sequences.test=[11]"])
     lm = builders.label_map(cfg)
-    torch.manual_seed(0)
-    model = builders.model(cfg, lm)
-    for m in model.modules():            # non-trivial running statistics, as after training
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    model.eval()
+    model = randomize_weights(builders.model(cfg, lm), scale=0.2).eval()   # BN statistics as after training
     x, _ = scan_inputs(cfg, lm, 32, 128, batch=2)
     result = export_onnx(model, cfg, lm, tmp_path / f"{name}.onnx", dynamic_batch=True, check_inputs=x)
     check = result["check"]

@@ -130,18 +130,6 @@ def reference_forward(sd, x, act, training=False, aux=True):
     return [out, *heads]
 
 
-def randomize(model, seed=0):
-    """Random weights and BN statistics (so eval-mode BN is not the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if k.endswith("running_var"):
-                v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-            elif v.is_floating_point():
-                v.copy_(torch.randn(v.shape, generator=g) * (0.3 if v.dim() > 1 else 0.5))
-    return model
-
-
 # ---------------------------------------------------------------------------------------------- tests
 def test_parameter_counts_match_cenet():
     with torch.device("meta"):
@@ -162,9 +150,9 @@ def test_state_dict_keys_are_the_references():
     assert sd["aux_head3.weight"].shape == (20, 128, 1, 1)
 
 
-def test_released_checkpoint_layout_loads_strictly(tmp_path):
+def test_released_checkpoint_layout_loads_strictly(tmp_path, randomize_weights):
     """A DataParallel checkpoint as CENet's trainer saves it ({'state_dict': {'module.' + key: ...}, ...})."""
-    src = randomize(CENet(20, 5, width=0.125, layers=[1, 1, 1, 1]))
+    src = randomize_weights(CENet(20, 5, width=0.125, layers=[1, 1, 1, 1]))
     state = {"epoch": 3, "state_dict": {"module." + k: v for k, v in src.state_dict().items()}, "info": {}}
     torch.save(state, tmp_path / "SENet_valid_best")
     dst = CENet(20, 5, width=0.125, layers=[1, 1, 1, 1])
@@ -176,8 +164,8 @@ def test_released_checkpoint_layout_loads_strictly(tmp_path):
 
 
 @pytest.mark.parametrize("act", ["hardswish", "leakyrelu", "silu"])
-def test_logits_equal_reference_transcription_small(act):
-    m = randomize(CENet(20, 5, act=act, width=0.25, layers=[2, 1, 2, 1]), seed=1)
+def test_logits_equal_reference_transcription_small(act, randomize_weights):
+    m = randomize_weights(CENet(20, 5, act=act, width=0.25, layers=[2, 1, 2, 1]), seed=1)
     sd = m.state_dict()
     x = torch.randn(2, 5, 16, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -190,8 +178,8 @@ def test_logits_equal_reference_transcription_small(act):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_logits_equal_reference_transcription_full_size():
-    m = randomize(models.build_model("cenet", 20, 5), seed=3).eval()
+def test_logits_equal_reference_transcription_full_size(randomize_weights):
+    m = randomize_weights(models.build_model("cenet", 20, 5), seed=3).eval()
     x = torch.randn(1, 5, 16, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ours = m(x)

@@ -92,17 +92,6 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-def randomize(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if k.endswith("running_var"):
-                v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-            elif v.is_floating_point():
-                v.copy_(torch.randn(v.shape, generator=g) * (0.2 if v.dim() > 1 else 0.5))
-    return model
-
-
 # ---------------------------------------------------------------------------------------------- transcription
 def reference_forward(sd, x, training=False):
     """SalsaNext.forward without its softmax and without dropout (eval mode, or p = 0), on the state dict `sd`."""
@@ -177,16 +166,16 @@ def test_dropout_as_published():
     assert isinstance(m.resBlock1.pool, torch.nn.AvgPool2d) and m.resBlock1.pool.count_include_pad
 
 
-def test_logits_equal_reference_transcription_full_size():
-    m = randomize(models.build_model("salsanext", 20, 5), seed=1).eval()
+def test_logits_equal_reference_transcription_full_size(randomize_weights):
+    m = randomize_weights(models.build_model("salsanext", 20, 5), seed=1, scale=0.2).eval()
     x = torch.randn(1, 5, 16, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(m(x), reference_forward(m.state_dict(), x), rtol=1e-4, atol=1e-4)
 
 
-def test_logits_equal_reference_transcription_small_training_mode():
+def test_logits_equal_reference_transcription_small_training_mode(randomize_weights):
     """Batch statistics in training mode; dropout p = 0 so that both are deterministic."""
-    m = randomize(SalsaNext(20, 5, width=0.25, dropout=0.0), seed=3).train()
+    m = randomize_weights(SalsaNext(20, 5, width=0.25, dropout=0.0), seed=3, scale=0.2).train()
     x = torch.randn(2, 5, 32, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(m(x), reference_forward(m.state_dict(), x, training=True), rtol=1e-4, atol=1e-4)
