@@ -88,9 +88,9 @@ def check_writable(path) -> Path:
 def check_exportable(model: torch.nn.Module) -> torch.nn.Module:
     mode = getattr(model, "input_mode", "range")
     if mode != "range":
-        raise ConfigError(f"export supports the RangeNet family (input_mode 'range'); this model "
-                          f"({type(model).__name__}) has input_mode {mode!r}: KPRNet's KPConv point head gathers "
-                          f"per-point neighbours with data-dependent indices and is not exportable to ONNX")
+        raise ConfigError(f"export supports range-image networks (input_mode 'range': RangeNet, CENet, SalsaNext); "
+                          f"this model ({type(model).__name__}) has input_mode {mode!r}: KPRNet's KPConv point head "
+                          f"gathers per-point neighbours with data-dependent indices and is not exportable to ONNX")
     return model
 
 

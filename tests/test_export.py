@@ -149,7 +149,7 @@ def test_kprnet_is_refused():
         input_mode = "kprnet"
 
     cfg = load_config(None, [])
-    with pytest.raises(ConfigError, match="RangeNet family.*KPConv"):
+    with pytest.raises(ConfigError, match="range-image networks.*KPConv"):
         build_onnx(PointNet(), cfg, builders.label_map(cfg))
 
 
