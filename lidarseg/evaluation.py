@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.io import read_label
+from dataclasses import replace
+
 from .data.labels import LabelMap
+from .data.sources import ScanItem, ScanSource, build_source
+from .data.sources.kitti import kitti_sequence_name
 from .errors import DataError
 from .metrics import ConfusionMatrix
 
@@ -27,6 +30,7 @@ class ScanPair:
     stem: str
     label: Path
     prediction: Path
+    item: ScanItem | None = None
 
 
 @dataclass
@@ -84,50 +88,55 @@ class EvalResult:
 
 
 def sequence_dir(seq) -> str:
-    """Sequence given on the command line or in a split (8, "8" or "08") -> its directory name "08"."""
-    return f"{int(seq):02d}" if str(seq).isdigit() else str(seq)
+    """Sequence given on the command line or in a split (8, "8" or "08") -> its SemanticKITTI directory name "08"
+    (`lidarseg.data.sources.kitti.kitti_sequence_name`)."""
+    return kitti_sequence_name(seq)
 
 
-def find_pairs(data_root, pred_root, sequences) -> list[ScanPair]:
-    """Pair every label file with its prediction by stem, sequence by sequence (sorted by stem)."""
-    data_root, pred_root = Path(data_root), Path(pred_root)
+def _source(source, data_root, label_map=None) -> ScanSource:
+    return source if isinstance(source, ScanSource) else build_source(source, data_root, label_map=label_map)
+
+
+def find_pairs(data_root, pred_root, sequences, source=None, split: str | None = None) -> list[ScanPair]:
+    """Pair every labelled scan with its prediction, sequence by sequence (sorted by scan name); `source` (a
+    ScanSource or name, default semantic-kitti) owns both layouts."""
+    src = _source(source, data_root)
     pairs = []
     problems = []
     for seq in sequences:
-        name = sequence_dir(seq)
-        label_dir = data_root / "sequences" / name / "labels"
-        pred_dir = pred_root / "sequences" / name / "predictions"
-        if not label_dir.is_dir():
-            raise DataError(f"label directory not found: {label_dir} (expected DATA/sequences/{name}/labels/)")
-        if not pred_dir.is_dir():
-            raise DataError(f"prediction directory not found: {pred_dir} "
-                            f"(expected PREDICTIONS/sequences/{name}/predictions/)")
-        labels = {p.stem: p for p in label_dir.glob("*.label")}
-        preds = {p.stem: p for p in pred_dir.glob("*.label")}
-        if not labels:
-            raise DataError(f"no .label files in {label_dir}")
-        missing = sorted(set(labels) - set(preds))
-        extra = sorted(set(preds) - set(labels))
+        name = src.sequence_name(seq)
+        items = src.label_items([name], split)
+        present = set(src.prediction_files(pred_root, [name], split).get(name, []))
+        first = src.prediction_path(pred_root, items[0])
+        if not present and not first.parent.is_dir():
+            raise DataError(f"prediction directory not found: {first.parent} (expected {first.name} and the other "
+                            f"predictions of {name} there)")
+        where = first.parent
+        missing = [it for it in items if it.scan not in present]
+        extra = sorted(present - {it.scan for it in items})
         if missing:
-            problems.append(f"{len(missing)} predictions missing in {pred_dir}: "
-                            + ", ".join(f"{s}.label" for s in missing[:10]) + (" ..." if len(missing) > 10 else ""))
+            problems.append(f"{len(missing)} predictions missing in {where}: "
+                            + ", ".join(src.prediction_path(pred_root, it).name for it in missing[:10])
+                            + (" ..." if len(missing) > 10 else ""))
         if extra:
-            problems.append(f"{len(extra)} predictions in {pred_dir} have no label in {label_dir}: "
-                            + ", ".join(f"{s}.label" for s in extra[:10]) + (" ..." if len(extra) > 10 else ""))
-        pairs += [ScanPair(name, s, labels[s], preds[s]) for s in sorted(labels) if s in preds]
+            names = [src.prediction_path(pred_root, replace(items[0], scan=s, token=s)).name for s in extra[:10]]
+            problems.append(f"{len(extra)} predictions in {where} have no label in {items[0].labels.parent}: "
+                            + ", ".join(names) + (" ..." if len(extra) > 10 else ""))
+        pairs += [ScanPair(name, it.scan, it.labels, src.prediction_path(pred_root, it), it)
+                  for it in items if it.scan in present]
     if problems:
         raise DataError("predictions do not match the labels:\n  " + "\n  ".join(problems))
     return pairs
 
 
 def evaluate(data_root, pred_root, split: str = "valid", label_map: LabelMap | None = None, sequences=None,
-             convention: str = "api", progress: bool = True) -> EvalResult:
-    """Evaluate all prediction files of `split` (or `sequences`) against the labels."""
-    label_map = label_map or LabelMap.from_yaml()
-    if sequences is None:
-        sequences = label_map.sequences(split)
-    seq_names = [sequence_dir(s) for s in sequences]
-    pairs = find_pairs(data_root, pred_root, seq_names)
+             convention: str = "api", progress: bool = True, source=None) -> EvalResult:
+    """Evaluate all prediction files of `split` (or `sequences`) against the labels; `source` (ScanSource or name,
+    default semantic-kitti) reads labels and predictions in its format."""
+    src = _source(source, data_root, label_map)
+    label_map = src.label_map
+    seq_names = src.resolve(split, sequences)
+    pairs = find_pairs(data_root, pred_root, seq_names, src, split)
     C = label_map.num_classes
     ext = C + 1                      # an extra class C collects ids the learning_map does not know
     train = label_map.to_train(np.arange(1 << 16, dtype=np.uint32), unknown="zero").astype(np.intp)
@@ -142,14 +151,19 @@ def evaluate(data_root, pred_root, split: str = "valid", label_map: LabelMap | N
     if progress:
         from tqdm import tqdm
         iterator = tqdm(pairs, desc="evaluating", unit="scan", file=sys.stderr, dynamic_ncols=True)
+    raw_predictions = src.prediction_ids == "raw"
     for pair in iterator:
-        gt_raw = read_label(pair.label)
-        pred_raw = read_label(pair.prediction)
+        gt_raw = src.read_raw_labels(pair.item).astype("<u4", copy=False)
+        pred_raw = src.read_prediction(pair.prediction)
         if pred_raw.shape[0] != gt_raw.shape[0]:
             raise DataError(f"prediction {pair.prediction} has {pred_raw.shape[0]} points but its label "
                             f"{pair.label} has {gt_raw.shape[0]}")
         # the low 16 bits (& 0xFFFF) of little-endian uint32 are the even uint16 halves: no copy needed
-        idx = lut_pred[pred_raw.view("<u2")[0::2]]
+        if raw_predictions:
+            idx = lut_pred[pred_raw.astype("<u4", copy=False).view("<u2")[0::2]]
+        else:  # train ids (nuScenes-lidarseg); values outside 0..C-1 are unknown
+            train_pred = pred_raw.astype(np.intp)
+            idx = np.where(train_pred < C, train_pred, C) * ext
         idx += lut_gt[gt_raw.view("<u2")[0::2]]
         counts += np.bincount(idx, minlength=ext * ext)
         result.num_scans += 1

@@ -26,9 +26,14 @@ from .data.labels import LabelMap
 from .errors import DataError
 
 
+def _kitti(label_map: LabelMap | None = None):
+    from .data.sources.kitti import SemanticKITTISource
+    return SemanticKITTISource(".", label_map=label_map or LabelMap.from_yaml())
+
+
 def _seq(sequence) -> str:
-    s = str(sequence)
-    return f"{int(s):02d}" if s.isdigit() else s
+    from .data.sources.kitti import kitti_sequence_name
+    return kitti_sequence_name(str(sequence))
 
 
 def _scan(scan) -> str:
@@ -39,20 +44,21 @@ def _scan(scan) -> str:
 
 
 def prediction_path(pred_root, sequence, scan) -> Path:
-    return Path(pred_root) / "sequences" / _seq(sequence) / "predictions" / f"{_scan(scan)}.label"
+    """PRED/sequences/NN/predictions/NNNNNN.label (SemanticKITTI; other formats: `ScanSource.prediction_path`)."""
+    from .data.sources.kitti import kitti_prediction_path
+    return kitti_prediction_path(pred_root, _seq(sequence), _scan(scan))
 
 
-def write_prediction(pred_root, sequence, scan, train_ids, label_map: LabelMap) -> Path:
-    """Write train ids [N] (numpy or torch) as raw SemanticKITTI ids, uint32, atomically; returns the path."""
-    if hasattr(train_ids, "detach"):
-        train_ids = train_ids.detach().cpu().numpy()
-    train_ids = np.asarray(train_ids)
-    if train_ids.ndim != 1 or not np.issubdtype(train_ids.dtype, np.integer):
-        raise DataError(f"prediction for sequence {sequence} scan {scan}: expected integer train ids [N], got "
-                        f"{train_ids.dtype} {train_ids.shape}")
-    path = prediction_path(pred_root, sequence, scan)
-    write_label(path, label_map.to_raw(train_ids).astype(np.uint32))
-    return path
+def write_prediction(pred_root, sequence, scan, train_ids, label_map: LabelMap, source=None, item=None) -> Path:
+    """Write train ids [N] (numpy or torch) atomically in the prediction format of `source` (a ScanSource, for
+    the scan `item`); without them as raw SemanticKITTI ids, uint32, to PRED/sequences/NN/predictions/NNNNNN.label.
+    Returns the path. (`infer` writes every prediction through this function.)"""
+    from .data.sources import ScanItem
+    if source is None:
+        source = _kitti(label_map)
+    if item is None:
+        item = ScanItem(source.sequence_name(str(sequence)), _scan(scan), Path())
+    return source.write_prediction(pred_root, item, train_ids)
 
 
 def test_sequences(data_root, label_map: LabelMap, sequences=None):
@@ -191,35 +197,33 @@ def _write_manifest(pred_root, manifest: dict) -> None:
     atomic_write_bytes(Path(pred_root) / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
 
-def prediction_files(pred_root, sequences=None) -> dict[str, list[str]]:
-    """{sequence: sorted stems} of the .label files under PRED/sequences/*/predictions (those of `sequences`)."""
-    base = Path(pred_root) / "sequences"
-    out = {}
-    if not base.is_dir():
-        return out
-    for d in sorted(base.iterdir()):
-        if sequences is not None and d.name not in sequences:
-            continue
-        stems = sorted(p.stem for p in (d / "predictions").glob("*.label"))
-        if stems:
-            out[d.name] = stems
-    return out
+def prediction_files(pred_root, sequences=None, source=None, split: str | None = None) -> dict[str, list[str]]:
+    """{sequence: sorted scan names} of the prediction files under `pred_root` (those of `sequences`), in the
+    layout of `source` (a ScanSource; default SemanticKITTI's PRED/sequences/*/predictions/*.label)."""
+    if source is None:
+        from .data.sources.kitti import kitti_prediction_files
+        return kitti_prediction_files(pred_root, sequences)
+    return source.prediction_files(pred_root, sequences, split)
 
 
-def prepare_folder(pred_root, split: str, writer: dict, limit, overwrite: bool = False) -> dict:
+def prepare_folder(pred_root, split: str, writer: dict, limit, overwrite: bool = False, source=None) -> dict:
     """Before `infer` writes predictions of `split` into `pred_root`: refuse a folder that holds predictions of
     another writer (checkpoint, options), of another limit for this split, or without a manifest, unless
     `overwrite` (then every prediction file, MC-dropout variance file and the manifest are deleted first). Records this split as incomplete
     in the manifest and returns the manifest to pass to `finish_folder`."""
     pred_root = Path(pred_root)
     existing = read_manifest(pred_root)
-    present = prediction_files(pred_root)
+    src = source if source is not None else _kitti()
+    present = src.prediction_files(pred_root, None, split)
     if overwrite:
+        from .data.sources import ScanItem
         for seq, stems in present.items():
             for stem in stems:
-                prediction_path(pred_root, seq, stem).unlink()
-        for f in pred_root.glob("sequences/*/uncert/*.label"):  # MC-dropout variances of the earlier run
-            f.unlink()
+                item = ScanItem(seq, stem, Path(), token=stem, split=split)
+                path = src.prediction_path(pred_root, item)
+                for f in [path, *src.extra_files(item, path).values()]:
+                    if f.is_file():
+                        f.unlink()
         present = {}
     if not present:  # nothing to mix with: a manifest left without its files is replaced
         existing = None
@@ -250,7 +254,7 @@ def finish_folder(pred_root, manifest: dict, split: str, files: dict[str, list[s
     _write_manifest(pred_root, manifest)
 
 
-def check_manifest(pred_root, sequences) -> list[str]:
+def check_manifest(pred_root, sequences, source=None, split: str | None = None) -> list[str]:
     """Check that the prediction files of `sequences` in `pred_root` come from one finished `infer` run: DataError
     for an interrupted run or files its manifest does not list (a mix of two runs). Returns warnings (no
     manifest: predictions of another tool, nothing to check)."""
@@ -266,7 +270,8 @@ def check_manifest(pred_root, sequences) -> list[str]:
         if not entry.get("complete"):
             raise DataError(f"the predictions in {pred_root} are incomplete: `lidarseg infer --split {split}` into "
                             f"this folder did not finish (see {pred_root / MANIFEST}); run it again")
-    for seq, stems in prediction_files(pred_root, set(sequences)).items():
+    for seq, stems in prediction_files(pred_root, None if sequences is None else set(sequences), source,
+                                       split).items():
         foreign = sorted(set(stems) - written.get(seq, set()))
         if foreign:
             raise DataError(f"{len(foreign)} prediction file(s) in {pred_root}/sequences/{seq}/predictions were not "

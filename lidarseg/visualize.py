@@ -114,7 +114,8 @@ def scan_strips(points, pred, label_map, gt=None, sensor=None, ids: str = "raw",
     with `gt`, "ground_truth" in SemanticKITTI colours, and "error" (ERROR_COLORS). Empty pixels are black.
 
     points float32 [N,4]; pred, gt: labels [N], raw SemanticKITTI ids (ids="raw", instance bits and unknown ids
-    allowed; unknown ids count as class 0 as in the official evaluator) or train ids (ids="train"). sensor:
+    allowed; unknown ids count as class 0 as in the official evaluator) or train ids (ids="train"); pred None
+    leaves out the prediction and error strips (ground truth or the scan alone). sensor:
     SensorGeometry, preset name, dict or None (HDL-64E, 64 x 2048). proj: a precomputed RangeProjection of `points`.
     """
     from .data.projection import SensorGeometry, spherical_projection
@@ -125,12 +126,14 @@ def scan_strips(points, pred, label_map, gt=None, sensor=None, ids: str = "raw",
         proj = spherical_projection(points, g.height, g.width, g.fov_up, g.fov_down)
     mask = proj.mask
     pix = np.maximum(proj.idx, 0)
-    pred_img = np.where(mask, _to_train(label_map, pred, ids, n, "prediction")[pix], 0)
-    out = {"range": colormap(np.log1p(np.maximum(proj.range, 0)), mask),
-           "prediction": label_map.colorize(pred_img)}
+    out = {"range": colormap(np.log1p(np.maximum(proj.range, 0)), mask)}
+    if pred is not None:
+        pred_img = np.where(mask, _to_train(label_map, pred, ids, n, "prediction")[pix], 0)
+        out["prediction"] = label_map.colorize(pred_img)
     if gt is not None:
         gt_img = np.where(mask, _to_train(label_map, gt, ids, n, "ground truth")[pix], 0)
         out["ground_truth"] = label_map.colorize(gt_img)
+    if gt is not None and pred is not None:
         err = np.zeros(mask.shape + (3,), np.uint8)
         unlabelled = mask & np.isin(gt_img, label_map.ignore)
         correct = mask & ~unlabelled & (pred_img == gt_img)
@@ -165,6 +168,31 @@ def scan_panel(points, pred, label_map, gt=None, sensor=None, ids: str = "raw", 
     ground truth and the error map (k = 4, else 2), top to bottom; arguments as `scan_strips` and `stack_strips`."""
     strips = scan_strips(points, pred, label_map, gt=gt, sensor=sensor, ids=ids, proj=proj)
     return stack_strips(list(strips.values()), row_scale=row_scale, gap=gap)
+
+
+def write_prediction_panels(source, pred_root, cfg: dict, label_map, split=None, sequences=None,
+                            limit: int | None = None, row_scale: int = 2) -> list:
+    """A PNG panel (range, prediction, and with labels ground truth and errors) beside every prediction file that
+    `infer` wrote for the scans of `source` (split or sequences, first `limit`); returns the paths. The range
+    image uses the geometry of the config (the checkpoint's)."""
+    items = source.items(split, sequences) if source.has_splits else source.list_scans(sequences, False)
+    if limit:
+        items = items[:int(limit)]
+    ids = "raw" if source.prediction_ids == "raw" else "train"
+    paths = []
+    for item in items:
+        points = source.read_points(item)
+        pred_path = source.prediction_path(pred_root, item)
+        pred = source.read_prediction(pred_path)
+        gt = None
+        if item.labels is not None:
+            gt = source.read_train_labels(item, points.shape[0], unknown="zero")
+            gt = gt if ids == "train" else label_map.to_raw(gt)
+        img = scan_panel(points, pred, label_map, gt=gt, sensor=cfg["data"]["sensor"], ids=ids, row_scale=row_scale)
+        path = pred_path.with_name(pred_path.name.rsplit(".", 1)[0] + ".png")
+        write_png(path, img)
+        paths.append(path)
+    return paths
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -10,12 +10,17 @@ def add_arguments(parser):
 
     parser.add_argument("--data", default=str(DEFAULT_DATA_ROOT),
                         help="dataset root holding sequences/NN/labels (default: %(default)s)")
+    parser.add_argument("--format", default="semantic-kitti", metavar="NAME",
+                        help="dataset format of --data and of the predictions: semantic-kitti, semantic-poss, "
+                             "nuscenes (default: %(default)s)")
     parser.add_argument("--predictions", default=None,
                         help="root holding sequences/NN/predictions/*.label (default: --data, as the official tool)")
-    parser.add_argument("--split", default="valid", choices=["train", "valid", "test"],
-                        help="split of the label config whose sequences are evaluated (default: %(default)s)")
+    parser.add_argument("--split", default="valid",
+                        help="split of the label config whose sequences are evaluated: train, valid, test, or the "
+                             "format's own (nuScenes: mini_val, ...) (default: %(default)s)")
     parser.add_argument("--sequences", nargs="+", default=None, help="evaluate these sequences instead of --split")
-    parser.add_argument("--config", default=None, help="label config YAML (default: configs/semantic-kitti.yaml)")
+    parser.add_argument("--config", default=None, help="label config YAML (default: the format's, "
+                        "configs/semantic-kitti.yaml or configs/labels/<format>.yaml)")
     parser.add_argument("--convention", default="api", choices=["api", "bonnetal"],
                         help="api: official (predicted 0 on a labelled point is a false negative); bonnetal: "
                              "lidar-bonnetal's training metric (rows and columns of class 0 dropped)")
@@ -27,26 +32,28 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from ..data.io import atomic_write_bytes
-    from ..data.labels import LabelMap
-    from ..evaluation import evaluate, sequence_dir
+    from ..data.sources import build_source
+    from ..evaluation import evaluate
     from ..submission import check_manifest
     from .paths import check_out_file
 
     for option in ("json", "plot"):
         if getattr(args, option):
             check_out_file(getattr(args, option), f"--{option}")
-    label_map = LabelMap.from_yaml(args.config)
+    source = build_source(args.format, args.data, label_map=args.config)
+    label_map = source.label_map
     pred_root = args.predictions or args.data
-    sequences = args.sequences if args.sequences is not None else label_map.sequences(args.split)
-    notes = check_manifest(pred_root, [sequence_dir(s) for s in sequences])
-    result = evaluate(args.data, pred_root, args.split, label_map, sequences=args.sequences,
-                      convention=args.convention, progress=not args.no_progress)
+    notes = check_manifest(pred_root, source.resolve(args.split, args.sequences), source, args.split)
+    result = evaluate(args.data, pred_root, args.split, sequences=args.sequences, convention=args.convention,
+                      progress=not args.no_progress, source=source)
     for w in notes:
         print(f"note: {w}", file=sys.stderr)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"Data: {args.data}\nPredictions: {args.predictions or args.data}\nSplit: {args.split} "
-          f"(sequences {', '.join(result.sequences)}), {result.num_scans} scans, {result.num_points} points, "
+    what = (f"sequences {', '.join(result.sequences)} (given with --sequences)" if args.sequences else
+            f"Split: {args.split} (sequences {', '.join(result.sequences)})")
+    print(f"Data: {args.data} ({source.name})\nPredictions: {args.predictions or args.data}\n{what}, "
+          f"{result.num_scans} scans, {result.num_points} points, "
           f"convention {args.convention}, ignoring class(es) {list(result.confusion.ignore)}")
     print(result.table())
     print("\n".join(result.official_lines()))

@@ -1,7 +1,9 @@
-"""`lidarseg infer`: predict a split with a training checkpoint and write SemanticKITTI prediction files.
+"""`lidarseg infer`: predict a split (or sequences, or any folder of scans) with a training checkpoint and write
+prediction files in the dataset's format.
 
     lidarseg infer --checkpoint runs/demo/best.pt --split valid --out runs/demo/predictions
     lidarseg infer --checkpoint best.pt --data /data/semantic-kitti --split test --out preds --no-knn
+    lidarseg infer --checkpoint best.pt --scans my_drive/ --out preds      # .bin, .pcd, .npy or .npz files
 
 The model is rebuilt from the config inside the checkpoint. Prints the time per scan of each stage (load+project,
 network, KNN, write) and, where the split has labels, the point-level IoU per class (official convention).
@@ -17,9 +19,21 @@ from pathlib import Path
 def add_arguments(parser):
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by `lidarseg train` (last.pt/best.pt)")
     parser.add_argument("--data", help="dataset root (default: the data.root of the checkpoint's config)")
+    parser.add_argument("--format", default=None, metavar="NAME",
+                        help="dataset format of --data (semantic-kitti, semantic-poss, nuscenes, folder; default: "
+                             "the data.format of the checkpoint's config)")
     parser.add_argument("--split", default="valid", help="split of the label config: valid, test or train "
                                                         "(default: %(default)s)")
-    parser.add_argument("--out", required=True, help="prediction root: OUT/sequences/NN/predictions/*.label")
+    parser.add_argument("--sequences", nargs="+", default=None, metavar="NAME",
+                        help="these sequences (scenes) instead of --split's")
+    parser.add_argument("--scans", default=None, metavar="DIR",
+                        help="a folder (or one file) of scans without labels: KITTI .bin, .pcd (ascii or binary), "
+                             ".npy/.npz; predictions mirror its tree under --out as .label files (raw ids); the "
+                             "sensor geometry comes from the checkpoint")
+    parser.add_argument("--png", action="store_true",
+                        help="also write a PNG panel (range image and prediction) per scan beside its prediction")
+    parser.add_argument("--out", required=True, help="prediction root (SemanticKITTI: "
+                                                     "OUT/sequences/NN/predictions/*.label)")
     parser.add_argument("--knn", action=argparse.BooleanOptionalAction, default=None,
                         help="KNN post-processing (default: postproc.knn of the checkpoint's config)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -60,8 +74,20 @@ def run(args) -> int:
     threads = args.threads or cfg["train"].get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    if args.data:
-        cfg = {**cfg, "data": {**cfg["data"], "root": str(Path(args.data).expanduser().resolve())}}
+    if args.scans and (args.data or args.format not in (None, "folder") or args.sequences):
+        raise ConfigError("--scans reads a folder of scans: it cannot be combined with --data, --format or "
+                          "--sequences")
+    data = {**cfg["data"]}
+    if args.scans:
+        data.update(root=str(Path(args.scans).expanduser().resolve()), format="folder")
+    elif args.data:
+        data["root"] = str(Path(args.data).expanduser().resolve())
+    if args.format:
+        from ..data.sources import source_class
+        source_class(args.format)
+        data["format"] = args.format
+    cfg = {**cfg, "data": data}
+    split = None if args.scans else args.split
     knn = cfg["postproc"]["knn"] if args.knn is None else args.knn
     p = cfg["postproc"]
     mode = getattr(model, "input_mode", "range")
@@ -73,10 +99,15 @@ def run(args) -> int:
     writer = writer_info(args.checkpoint, cfg, knn, mode)
     if args.mc_samples:
         writer["mc_samples"] = args.mc_samples
-    result = predict_split(model, cfg, label_map, args.split, args.out, knn=knn, device=device, limit=args.limit,
+    result = predict_split(model, cfg, label_map, split, args.out, knn=knn, device=device, limit=args.limit,
                            progress=not args.no_progress, writer=writer, overwrite=args.overwrite,
-                           mc_samples=args.mc_samples)
-    print(f"wrote {result['scans']} prediction files under {Path(args.out) / 'sequences'}")
+                           mc_samples=args.mc_samples, sequences=args.sequences)
+    src = result["source"]
+    print(f"wrote {result['scans']} prediction files under {args.out} ({src.name} format)")
+    if args.png:
+        from ..visualize import write_prediction_panels
+        for path in write_prediction_panels(src, args.out, cfg, label_map, split, args.sequences, args.limit):
+            print(f"wrote {path}")
     print("\n".join(timing_lines(result["times"], result["knn"])))
     report = {"scans": result["scans"], "knn": result["knn"],
               "seconds_per_scan": {k: v for k, v in result["times"].items()}}
@@ -85,11 +116,14 @@ def run(args) -> int:
         from ..evaluation import EvalResult
         kind = "point_knn" if result["knn"] else "point"
         cm = ev.matrix(kind)
+        what = f"sequences {' '.join(args.sequences)}" if args.sequences else args.split
         res = EvalResult(confusion=cm, names=label_map.names, split=args.split, sequences=[])
         label = "with KNN" if result["knn"] else "without KNN"
-        print(f"point-level IoU on {args.split} ({label}; official convention):")
+        print(f"point-level IoU on {what} ({label}; official convention):")
         print(res.table())
         report["metrics"] = cm.to_dict(label_map.names)
+    elif args.scans:
+        print("a folder of scans has no labels: no IoU", file=sys.stderr)
     else:
         print(f"split {args.split} has no labels: no IoU (submit the test predictions with `lidarseg submission`)",
               file=sys.stderr)

@@ -1,5 +1,5 @@
-"""`lidarseg stats --data ROOT --split train [--out FILE.yaml]`: class frequencies and input mean/std of a dataset
-in SemanticKITTI layout, as YAML (printed, or written atomically with --out)."""
+"""`lidarseg stats --data ROOT --split train [--format NAME] [--out FILE.yaml]`: class frequencies and input
+mean/std of a dataset in any registered format, as YAML (printed, or written atomically with --out)."""
 from __future__ import annotations
 
 import sys
@@ -7,11 +7,15 @@ import sys
 
 def add_arguments(parser):
     from .. import DEFAULT_DATA_ROOT
-    parser.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help="dataset root holding sequences/NN/")
+    parser.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help="dataset root (SemanticKITTI: holding "
+                        "sequences/NN/)")
+    parser.add_argument("--format", default="semantic-kitti", metavar="NAME",
+                        help="dataset format: semantic-kitti, semantic-poss, nuscenes, folder (default: %(default)s)")
     parser.add_argument("--split", default="train", help="split of the label config (default: train)")
     parser.add_argument("--sequences", nargs="+", default=None, help="sequence ids, overriding the split's list")
-    parser.add_argument("--labels", default=None, help="label config YAML (default: configs/semantic-kitti.yaml)")
-    parser.add_argument("--sensor", default=None, help="sensor preset (hdl64, hdl32, vlp16, os1-128)")
+    parser.add_argument("--labels", default=None, help="label config YAML (default: the format's)")
+    parser.add_argument("--sensor", default=None, help="sensor preset (hdl64, hdl32, vlp16, os1-128, pandora40; "
+                        "default: the format's)")
     parser.add_argument("--height", type=int, default=None, help="range image height (beams)")
     parser.add_argument("--width", type=int, default=None, help="range image width")
     parser.add_argument("--fov-up", type=float, default=None, help="upper vertical field of view, degrees")
@@ -34,11 +38,14 @@ def run(args) -> int:
     for key in ("height", "width", "fov_up", "fov_down"):
         if getattr(args, key) is not None:
             sensor[key] = getattr(args, key)
-    sequences = None
-    if args.sequences:
-        sequences = [int(s) if s.isdigit() else s for s in args.sequences]
-    stats = compute_stats(args.data, args.split, label_map=args.labels, sequences=sequences, sensor=sensor or None,
-                          max_scans=args.max_scans, progress=args.out is not None and sys.stderr.isatty())
+    from ..data.projection import SENSOR_PRESETS
+    from ..data.sources import build_source
+    source = build_source(args.format, args.data, label_map=args.labels)
+    if sensor and "preset" not in sensor and source.sensor in SENSOR_PRESETS:
+        sensor = {**SENSOR_PRESETS[source.sensor].to_dict(), **sensor}  # single values override the format's
+    stats = compute_stats(args.data, args.split, sequences=args.sequences, sensor=sensor or None,
+                          max_scans=args.max_scans, progress=args.out is not None and sys.stderr.isatty(),
+                          source=source)
     if args.out:
         write_stats(args.out, stats)
         src = stats["source"]

@@ -1,7 +1,9 @@
-"""`SemanticKITTI`: a torch Dataset over `root/sequences/NN/{velodyne/*.bin, labels/*.label}` returning the batch
-dict of docs/architecture.md, and `collate` for batches of scans with different point counts."""
+"""`SemanticKITTI`: a torch Dataset of range-image samples over the scans of any scan source (SemanticKITTI's
+`root/sequences/NN/{velodyne/*.bin, labels/*.label}` by default; `lidarseg.data.sources`) returning the batch dict
+of docs/architecture.md, and `collate` for batches of scans with different point counts."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,9 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .augment import PointAugmentation, rng_for
-from .io import read_label, read_scan
 from .labels import LabelMap
 from .projection import SensorGeometry, normalised_input, spherical_projection
+from .sources import ScanSource, build_source
 
 #: RangeNet++'s input statistics (range, x, y, z, remission), identical in all its arch yamls.
 RANGENET_MEAN = (12.12, 10.88, 0.23, -1.04, 0.21)
@@ -20,15 +22,6 @@ RANGENET_STD = (12.32, 11.47, 6.91, 0.86, 0.16)
 
 IMAGE_KEYS = ("input", "mask", "label", "proj_range")
 POINT_KEYS = {"px": -1, "py": -1, "unproj_range": -1, "points_label": 0, "xyz": 0, "remission": 0}
-
-
-def sequence_name(seq) -> str:
-    """Sequence id (int 8 or str "08") -> directory name "08"."""
-    if isinstance(seq, (int, np.integer)) and not isinstance(seq, bool):
-        return f"{int(seq):02d}"
-    if isinstance(seq, str) and seq:
-        return seq
-    raise ConfigError(f"sequences: expected integers or names like '08', got {seq!r}")
 
 
 def parse_normalization(cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -56,47 +49,12 @@ def parse_normalization(cfg) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def list_scans(root, sequences, with_labels: bool) -> list[tuple[str, str, Path, Path | None]]:
-    """[(sequence, scan stem, scan path, label path or None)] sorted by sequence then stem. Scans and labels are
-    paired by file stem; a missing or extra label file is a DataError naming it."""
-    root = Path(root)
-    if not (root / "sequences").is_dir():
-        raise DataError(f"dataset root {root}: no 'sequences' directory (expected root/sequences/NN/velodyne/*.bin)")
-    items = []
-    for seq in sequences:
-        name = sequence_name(seq)
-        seq_dir = root / "sequences" / name
-        if not seq_dir.is_dir():
-            raise DataError(f"sequence directory not found: {seq_dir}")
-        velo = seq_dir / "velodyne"
-        scans = sorted(velo.glob("*.bin")) if velo.is_dir() else []
-        if not scans:
-            raise DataError(f"no scans in {velo} (expected NNNNNN.bin files)")
-        if not with_labels:
-            items.extend((name, p.stem, p, None) for p in scans)
-            continue
-        label_dir = seq_dir / "labels"
-        if not label_dir.is_dir():
-            raise DataError(f"label directory not found: {label_dir} (needed for labelled splits)")
-        labels = {p.stem: p for p in label_dir.glob("*.label")}
-        stems = {p.stem for p in scans}
-        missing = [p for p in scans if p.stem not in labels]
-        if missing:
-            raise DataError(f"missing label file {label_dir / (missing[0].stem + '.label')} for scan {missing[0]}"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        extra = sorted(s for s in labels if s not in stems)
-        if extra:
-            raise DataError(f"label file {labels[extra[0]]} has no scan {velo / (extra[0] + '.bin')}"
-                            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
-        items.extend((name, p.stem, p, labels[p.stem]) for p in scans)
-    return items
-
-
 class SemanticKITTI(Dataset):
     """Scans of `split` ("train", "valid", "test", or any split of the label config) as range-image samples.
 
-    root: dataset root holding sequences/NN/. label_map: LabelMap, path to a label YAML, or None (the default
-    config). sequences: overrides the split's sequence list. sensor: SensorGeometry, preset name or dict (height,
+    root: dataset root (for SemanticKITTI: holding sequences/NN/). label_map: LabelMap, path to a label YAML, or
+    None (the source's label config). source: a ScanSource, or the name of one (default "semantic-kitti") built
+    over `root`; sensor None = the source's default geometry. sequences: overrides the split's sequence list. sensor: SensorGeometry, preset name or dict (height,
     width, fov_up, fov_down). normalization: {mean, std} (5 values each; RangeNet++'s by default).
     augmentation: PointAugmentation or its config dict (None = off). labels: read labels (None = all splits except
     "test"). unknown_labels: "error" or "zero" for raw ids missing from the learning_map. parallel: numba threads
@@ -105,15 +63,17 @@ class SemanticKITTI(Dataset):
 
     def __init__(self, root, split: str, label_map=None, sequences=None, sensor=None, normalization=None,
                  augmentation=None, labels: bool | None = None, unknown_labels: str = "error",
-                 parallel: bool = False):
+                 parallel: bool = False, source=None):
         self.root = Path(root)
         self.split = split
-        self.label_map = label_map if isinstance(label_map, LabelMap) else LabelMap.from_yaml(label_map)
-        self.sequences = [sequence_name(s) for s in
-                          (sequences if sequences is not None else self.label_map.sequences(split))]
-        if not self.sequences:
+        if not isinstance(source, ScanSource):
+            source = build_source(source, root, label_map=label_map)
+        self.source = source
+        self.label_map = source.label_map
+        self.sequences = source.resolve(split, sequences)
+        if self.sequences is not None and not self.sequences:
             raise ConfigError(f"split {split!r}: no sequences")
-        self.sensor = SensorGeometry.from_config(sensor)
+        self.sensor = SensorGeometry.from_config(sensor if sensor is not None else source.sensor)
         self.mean, self.std = parse_normalization(normalization)
         if augmentation is None or isinstance(augmentation, PointAugmentation):
             self.augmentation = augmentation
@@ -122,10 +82,10 @@ class SemanticKITTI(Dataset):
         if unknown_labels not in ("error", "zero"):
             raise ConfigError(f"unknown_labels: expected 'error' or 'zero', got {unknown_labels!r}")
         self.unknown_labels = unknown_labels
-        self.has_labels = (split != "test") if labels is None else bool(labels)
+        self.has_labels = source.split_has_labels(split) if labels is None else bool(labels)
         self.parallel = parallel
         self.epoch = 0
-        self.items = list_scans(self.root, self.sequences, self.has_labels)
+        self.items = [replace(it, split=split) for it in source.list_scans(self.sequences, self.has_labels)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -146,18 +106,16 @@ class SemanticKITTI(Dataset):
 
     def load(self, index: int):
         """(points float32 [N,4], train ids int64 [N] (zeros without labels)) of scan `index`, not augmented."""
-        _, _, scan_path, label_path = self.items[index]
-        points = read_scan(scan_path)
-        if label_path is None:
-            return points, np.zeros(points.shape[0], np.int64)
-        raw = read_label(label_path, num_points=points.shape[0])
-        return points, self.label_map.to_train(raw, source=str(label_path), unknown=self.unknown_labels)
+        item = self.items[index]
+        points = self.source.read_points(item)
+        return points, self.source.read_train_labels(item, points.shape[0], unknown=self.unknown_labels)
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"scan index {index} out of range for {len(self)} scans")
         index = index % len(self)
-        seq, stem, _, _ = self.items[index]
+        item = self.items[index]
+        seq, stem = item.sequence, item.scan
         points, point_labels = self.load(index)
         keep = None
         if self.augmentation is not None and self.augmentation.active:

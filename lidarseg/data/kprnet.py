@@ -39,9 +39,9 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
 from .dataset import pad_points
-from .io import read_label, read_scan
 from .labels import LabelMap
 from .projection import scan_unfolding
+from .sources import ScanSource, build_source
 
 __all__ = ["KPRNetGeometry", "KPRNetTransform", "KPRNetDataset", "collate_kprnet", "upsample_bilinear",
            "normalise_channels", "knn_indices", "INV_DEPTH_SHIFT", "INV_DEPTH_SCALE", "REFL_SHIFT", "REFL_SCALE"]
@@ -200,14 +200,6 @@ def collate_kprnet(samples: Sequence[dict]) -> dict:
     return out
 
 
-def _sequences_dir(root: Path) -> Path:
-    if (root / "sequences").is_dir():
-        return root / "sequences"
-    if root.is_dir() and any(p.is_dir() and (p / "velodyne").is_dir() for p in root.iterdir()):
-        return root
-    raise DataError(f"{root}: no 'sequences' directory (expected <root>/sequences/NN/velodyne/*.bin)")
-
-
 class KPRNetDataset(torch.utils.data.Dataset):
     """SemanticKITTI in KPRNet's input mode.
 
@@ -223,27 +215,22 @@ class KPRNetDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split: str = "train", label_map: LabelMap | None = None, train: bool | None = None,
                  seed: int = 0, geometry: KPRNetGeometry | None = None, k: int = 7,
-                 sequences: Sequence[int] | None = None, knn_workers: int = 1):
+                 sequences: Sequence[int] | None = None, knn_workers: int = 1, source=None,
+                 labels: bool | None = None):
+        if source is None and not (Path(root) / "sequences").is_dir() and Path(root).is_dir() and any(
+                p.is_dir() and (p / "velodyne").is_dir() for p in Path(root).iterdir()):
+            root = Path(root).parent  # the sequences directory itself was given
         self.root = Path(root)
-        self.label_map = label_map or LabelMap.from_yaml()
+        if not isinstance(source, ScanSource):
+            source = build_source(source, self.root, label_map=label_map)
+        self.source = source
+        self.label_map = source.label_map
         self.split = split
-        seqs = list(sequences) if sequences is not None else self.label_map.sequences(split)
         self.transform = KPRNetTransform(split == "train" if train is None else train, geometry, k,
                                          knn_workers=knn_workers)
         self.seed, self.epoch = int(seed), 0
-        seq_dir = _sequences_dir(self.root)
-        self.items: list[tuple[str, str, Path, Path | None]] = []
-        for s in seqs:
-            name = f"{int(s):02d}"
-            vdir = seq_dir / name / "velodyne"
-            if not vdir.is_dir():
-                raise DataError(f"{vdir}: sequence {name} of split {split!r} not found")
-            ldir = seq_dir / name / "labels"
-            for scan in sorted(vdir.glob("*.bin")):
-                label = ldir / f"{scan.stem}.label"
-                if ldir.is_dir() and not label.is_file():
-                    raise DataError(f"{label}: label file missing for scan {scan}")
-                self.items.append((name, scan.stem, scan, label if ldir.is_dir() else None))
+        with_labels = source.split_has_labels(split) if labels is None else bool(labels)
+        self.items = source.items(split, sequences, labels=with_labels)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -252,14 +239,14 @@ class KPRNetDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        seq, stem, scan_path, label_path = self.items[i]
-        points = read_scan(scan_path)
+        item = self.items[i]
+        points = self.source.read_points(item)
         labels = None
-        if label_path is not None:
-            labels = self.label_map.to_train(read_label(label_path, points.shape[0]), source=str(label_path))
+        if item.labels is not None:
+            labels = self.source.read_train_labels(item, points.shape[0])
         rng = np.random.default_rng([self.seed, self.epoch, i])
         sample = self.transform(points, labels, rng)
-        sample.update(sequence=seq, scan=stem, has_labels=label_path is not None)
+        sample.update(sequence=item.sequence, scan=item.scan, has_labels=item.labels is not None)
         return sample
 
     def __repr__(self):

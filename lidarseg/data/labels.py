@@ -35,8 +35,15 @@ class LabelMap:
         if bad:
             raise ConfigError(f"label config {source}: learning_map targets {bad} outside 0..{self.num_classes - 1}")
         self.ignore = [int(k) for k, v in cfg["learning_ignore"].items() if v]
-        self.split = {k: [int(s) for s in v] for k, v in cfg.get("split", {}).items()}
-        self.names = [self.raw_names.get(self.learning_map_inv[c], str(c)) for c in range(self.num_classes)]
+        # sequence ids (SemanticKITTI: ints) or names (nuScenes: scene names)
+        self.split = {k: [s if isinstance(s, str) else int(s) for s in (v or [])]
+                      for k, v in cfg.get("split", {}).items()}
+        names = cfg.get("class_names")
+        if names is not None and len(names) != self.num_classes:
+            raise ConfigError(f"label config {source}: class_names has {len(names)} entries for "
+                              f"{self.num_classes} classes")
+        self.names = ([str(n) for n in names] if names is not None else
+                      [self.raw_names.get(self.learning_map_inv[c], str(c)) for c in range(self.num_classes)])
 
         # raw -> train LUT over the whole 16-bit range; -1 marks ids the config does not know.
         self._to_train = np.full(1 << 16, -1, dtype=np.int64)
@@ -109,7 +116,7 @@ class LabelMap:
         w[self.ignore] = 0.0
         return w
 
-    def sequences(self, split: str) -> list[int]:
+    def sequences(self, split: str) -> list:
         if split not in self.split:
             raise ConfigError(f"split {split!r} not in label config {self.source}; valid: {sorted(self.split)}")
         return self.split[split]

@@ -81,6 +81,7 @@ SENSOR_PRESETS = {
     "hdl32": SensorGeometry(32, 1024, 10.67, -30.67),   # Velodyne HDL-32E (nuScenes)
     "vlp16": SensorGeometry(16, 1024, 15.0, -15.0),     # Velodyne VLP-16
     "os1-128": SensorGeometry(128, 2048, 22.5, -22.5),  # Ouster OS1-128
+    "pandora40": SensorGeometry(40, 1800, 7.0, -16.0),  # Hesai Pandora 40-beam (SemanticPOSS)
 }
 
 

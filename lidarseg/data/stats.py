@@ -7,10 +7,9 @@ import datetime
 import numpy as np
 import yaml
 
-from .dataset import list_scans, sequence_name
-from .io import atomic_write_bytes, read_label, read_scan, split_label
-from .labels import LabelMap
+from .io import atomic_write_bytes, split_label
 from .projection import SensorGeometry, spherical_projection
+from .sources import ScanSource, build_source
 
 
 class _Moments:
@@ -41,19 +40,22 @@ class _Moments:
 
 
 def compute_stats(root, split: str = "train", label_map=None, sequences=None, sensor=None,
-                  max_scans: int | None = None, labels: bool | None = None, progress: bool = False) -> dict:
+                  max_scans: int | None = None, labels: bool | None = None, progress: bool = False,
+                  source=None) -> dict:
     """Statistics of `split` (or `sequences`) of the dataset at `root`.
 
     Returns a dict with `normalization: {mean: [5], std: [5]}` (population std over the projected pixels of every
     scan, no augmentation), and when labels are read `content` (fraction of points per raw id, as in the label
     config), `content_train` (per train id) and `counts` (points per raw and train id), plus `source` (what was
     measured). Raw ids missing from the label config are counted under `unknown_points` and left out of `content`.
+    `source`: a ScanSource or a source name (default semantic-kitti); sensor None = the source's geometry.
     """
-    lm = label_map if isinstance(label_map, LabelMap) else LabelMap.from_yaml(label_map)
-    seqs = [sequence_name(s) for s in (sequences if sequences is not None else lm.sequences(split))]
-    geom = SensorGeometry.from_config(sensor)
-    with_labels = (split != "test") if labels is None else bool(labels)
-    items = list_scans(root, seqs, with_labels)
+    src = source if isinstance(source, ScanSource) else build_source(source, root, label_map=label_map)
+    lm = src.label_map
+    seqs = src.resolve(split, sequences)
+    geom = SensorGeometry.from_config(sensor if sensor is not None else src.sensor)
+    with_labels = src.split_has_labels(split) if labels is None else bool(labels)
+    items = src.list_scans(seqs, with_labels)
     if max_scans is not None:
         items = items[:max_scans]
     moments = _Moments(5)
@@ -63,14 +65,14 @@ def compute_stats(root, split: str = "train", label_map=None, sequences=None, se
     if progress:
         from tqdm import tqdm
         iterator = tqdm(items, desc="stats", unit="scan")
-    for _, _, scan_path, label_path in iterator:
-        points = read_scan(scan_path)
+    for item in iterator:
+        points = src.read_points(item)
         num_points += points.shape[0]
         proj = spherical_projection(points, geom.height, geom.width, geom.fov_up, geom.fov_down)
         m = proj.mask
         moments.add(np.concatenate([proj.range[m][:, None], proj.xyz[m], proj.remission[m][:, None]], 1))
-        if label_path is not None:
-            sem, _ = split_label(read_label(label_path, num_points=points.shape[0]))
+        if item.labels is not None:
+            sem, _ = split_label(src.read_raw_labels(item, num_points=points.shape[0]))
             raw_counts += np.bincount(sem, minlength=1 << 16)
     out = {
         "normalization": {"mean": [round(float(v), 6) for v in moments.mean],
@@ -91,7 +93,7 @@ def compute_stats(root, split: str = "train", label_map=None, sequences=None, se
                          "train": {c: int(train_counts[c]) for c in range(lm.num_classes)},
                          "unknown_points": unknown_points}
     out["source"] = {
-        "data": str(root), "split": split, "sequences": seqs, "scans": len(items), "points": int(num_points),
+        "data": str(root), "format": src.name, "split": split, "sequences": seqs, "scans": len(items), "points": int(num_points),
         "pixels": int(moments.n), "sensor": geom.to_dict(), "label_config": lm.source,
         "date": datetime.date.today().isoformat(),
         "channels": ["range", "x", "y", "z", "remission"],

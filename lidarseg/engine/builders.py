@@ -1,5 +1,6 @@
-"""Config sections -> objects of the other packages (label map, model, loss, datasets, collate). This is the one
-place that knows their constructors, so the loop and inference stay independent of them."""
+"""Config sections -> objects of the other packages (label map, scan source, model, loss, datasets). This is the
+one place that knows their constructors, so the loop and inference stay independent of them; what depends on the
+model's input family is asked of its representation (`lidarseg.data.representation`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,6 @@ import torch
 
 from .. import DEFAULT_DATA_ROOT, PROJECT_ROOT
 from ..data.labels import LabelMap
-from ..errors import ConfigError
-
-#: batch keys passed positionally to a model whose input_mode is "kprnet"
-KPRNET_INPUTS = ("image", "px", "py", "xyz", "knn")
 
 
 def _path(p) -> Path:
@@ -25,8 +22,21 @@ def data_root(cfg: dict) -> Path:
 
 
 def label_map(cfg: dict) -> LabelMap:
+    """data.labels, else the label config of data.format."""
+    from .. import CONFIG_DIR
+    from ..data.sources import source_class
     labels = cfg["data"]["labels"]
-    return LabelMap.from_yaml(_path(labels) if labels else None)
+    return LabelMap.from_yaml(_path(labels) if labels else CONFIG_DIR / source_class(data_format(cfg)).label_config)
+
+
+def data_format(cfg: dict) -> str:
+    return cfg["data"].get("format") or "semantic-kitti"
+
+
+def scan_source(cfg: dict, lm: LabelMap, root=None):
+    """The ScanSource of data.format over `root` (default data.root)."""
+    from ..data.sources import build_source
+    return build_source(data_format(cfg), root if root is not None else data_root(cfg), label_map=lm)
 
 
 def model(cfg: dict, lm: LabelMap) -> torch.nn.Module:
@@ -44,44 +54,27 @@ def knn_params(cfg: dict) -> dict:
     return {"k": int(p["k"]), "search": int(p["search"]), "sigma": float(p["sigma"]), "cutoff": float(p["cutoff"])}
 
 
-def dataset(cfg: dict, which: str, mode: str, lm: LabelMap, split: str | None = None, train: bool | None = None):
+def dataset(cfg: dict, which: str, representation, lm: LabelMap, split: str | None = None,
+            train: bool | None = None, sequences=None, source=None):
     """which: "train" (augmented, data.train_split, limit_train), "val" (data.val_split, limit_val) or "infer"
-    (`split` given, no augmentation, no limit)."""
+    (`split` given, no augmentation, no limit). `representation`: a Representation or its name (a model's
+    `input_mode`); `source`: a ScanSource (default: data.format over data.root); `sequences` overrides the
+    config's data.sequences of the split."""
+    from ..data.representation import Representation, get_representation
+    rep = representation if isinstance(representation, Representation) else get_representation(representation)
     d = cfg["data"]
-    root = data_root(cfg)
     if split is None:
         split = d["train_split"] if which == "train" else d["val_split"]
     if train is None:
         train = which == "train"
-    sequences = d["sequences"].get(split) if isinstance(d["sequences"], dict) else None
-    if mode == "range":
-        from ..data.dataset import SemanticKITTI
-        augment = None
-        if train and d["augment"]:
-            # a fixed seed makes each scan's augmentation a function of (seed, epoch, index): the same with any
-            # number of workers or processes, and after a resume
-            augment = {"seed": int(cfg["train"]["seed"]), **d["augment"]}
-        ds = SemanticKITTI(root, split, label_map=lm, sequences=sequences, sensor=d["sensor"],
-                           normalization={"mean": d["mean"], "std": d["std"]}, augmentation=augment)
-    elif mode == "kprnet":
-        from ..data.kprnet import KPRNetDataset, KPRNetGeometry
-        geom = KPRNetGeometry.from_config(d["kprnet"] or None)
-        ds = KPRNetDataset(root, split, label_map=lm, train=train, seed=int(cfg["train"]["seed"]), geometry=geom,
-                           sequences=sequences)
-    else:
-        raise ConfigError(f"model input_mode {mode!r} is not supported; expected 'range' or 'kprnet'")
+    if sequences is None:
+        sequences = d["sequences"].get(split) if isinstance(d["sequences"], dict) else None
+    src = source if source is not None else scan_source(cfg, lm)
+    ds = rep.dataset(cfg, src, split, sequences, train)
     limit = d["limit_train"] if which == "train" else d["limit_val"] if which == "val" else None
     if limit:
         ds = torch.utils.data.Subset(ds, range(min(int(limit), len(ds))))
     return ds
-
-
-def collate_fn(mode: str):
-    if mode == "kprnet":
-        from ..data.kprnet import collate_kprnet
-        return collate_kprnet
-    from ..data.dataset import collate
-    return collate
 
 
 def set_epoch(ds, epoch: int) -> None:

@@ -261,6 +261,8 @@ def _check_range(key: str, value) -> None:
 
 def check_consistency(cfg: dict) -> None:
     """Checks that involve two keys (each key's own range is checked by `validate`)."""
+    from ..data.sources import source_class
+    source_class(cfg["data"]["format"])  # ConfigError naming the valid formats
     s = cfg["data"]["sensor"]
     if not s["fov_up"] > s["fov_down"]:
         raise ConfigError(f"config keys 'data.sensor.fov_up' ({s['fov_up']}) must be above 'data.sensor.fov_down' "

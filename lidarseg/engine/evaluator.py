@@ -30,39 +30,32 @@ class Evaluator:
         if knn:
             self.conf["point_knn"] = z()
 
-    def add_batch(self, logits: torch.Tensor, batch: dict, mode: str, knn: dict | None = None) -> dict:
-        """Accumulate one batch; returns the per-point predictions {"point": [tensors], "point_knn": [...]}."""
+    def add_batch(self, logits: torch.Tensor, batch: dict, representation, knn: dict | None = None) -> dict:
+        """Accumulate one batch of logits of `representation` (a Representation or its name); returns the
+        per-point predictions {"point": [tensors], "point_knn": [...]} of each scan, in the scan's point order."""
+        from ..data.representation import Representation, get_representation
+        rep = representation if isinstance(representation, Representation) else get_representation(representation)
         out = {k: [] for k in self.conf if k != "pixel"}
         pred = logits.argmax(1)
-        dev = pred.device
-        if mode != "range":  # point logits [B,C,N]
-            for b in range(pred.shape[0]):
-                n = int(batch["num_points"][b])
-                p, gt = pred[b, :n], batch["points_label"][b, :n].to(dev)
-                if batch["has_labels"][b]:
-                    confusion_add(self.conf["point"], p, gt)
-                out["point"].append(p)
-            return out
-        mask = batch["mask"].to(dev)
-        label = batch["label"].to(dev)
-        if "pixel" in self.conf:
-            confusion_add(self.conf["pixel"], pred[mask], label[mask])
+        pairs = rep.pixel_pairs(pred, batch) if "pixel" in self.conf else None
+        if pairs is not None:
+            confusion_add(self.conf["pixel"], *pairs)
         for b in range(pred.shape[0]):
-            n = int(batch["num_points"][b])
-            px, py = batch["px"][b, :n].to(dev), batch["py"][b, :n].to(dev)
-            gt = batch["points_label"][b, :n].to(dev)
-            plain = point_labels(pred[b], px, py)
-            out["point"].append(plain)
             labelled = bool(batch["has_labels"][b])
+            plain, gt = rep.point_predictions(pred, batch, b, None, self.c)
+            out["point"].append(plain)
             if labelled:
                 confusion_add(self.conf["point"], plain, gt)
-            if knn is not None:
-                refined = knn_labels(pred[b], batch["proj_range"][b].to(dev), batch["unproj_range"][b, :n].to(dev),
-                                     px, py, knn, self.c)
+            if knn is not None and "point_knn" in self.conf:
+                refined, gt = rep.point_predictions(pred, batch, b, knn, self.c)
                 out["point_knn"].append(refined)
                 if labelled:
                     confusion_add(self.conf["point_knn"], refined, gt)
         return out
+
+    def add_points(self, kind: str, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        """Accumulate the point labels of one scan (pred, gt: int64 [N]) into the `kind` matrix."""
+        confusion_add(self.conf[kind], pred, gt.to(pred.device))
 
     def all_reduce(self, ctx: distributed.Context) -> None:
         for v in self.conf.values():

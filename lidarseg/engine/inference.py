@@ -1,11 +1,13 @@
-"""Inference: a checkpoint -> SemanticKITTI prediction files for a split, timed per stage, scored where labels exist.
+"""Inference: a checkpoint -> prediction files for a split (or sequences, or a folder of scans) of any scan source,
+timed per stage, scored where labels exist.
 
 The model is rebuilt from the config stored in the checkpoint and loaded strictly. Scans are processed one at a
 time (batch 1, in the main process, so the timings are what one scan costs):
   load+project  read the .bin (and .label), project and normalise (the dataset's __getitem__), collate
   network       host-to-device copy, forward pass, argmax (CUDA synchronised before the clock stops)
   KNN           back-projection to every point: RangeNet++'s KNN, or each point's own pixel with --no-knn
-  write         raw SemanticKITTI ids, one uint32 per point, sequences/NN/predictions/NNNNNN.label
+  write         the source's prediction format (SemanticKITTI: raw ids, one uint32 per point,
+                sequences/NN/predictions/NNNNNN.label)
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 
 from . import builders
 from .checkpoint import load_checkpoint
-from .evaluator import Evaluator, point_labels
+from .evaluator import Evaluator
 
 STAGES = ("load+project", "network", "knn", "write")
 
@@ -44,98 +46,89 @@ def writer_info(checkpoint, state_or_cfg: dict, knn: bool, mode: str) -> dict:
     from ..submission import file_sha256
     cfg = state_or_cfg.get("config", state_or_cfg)
     p = cfg["postproc"]
-    knn = bool(knn) and mode == "range"
+    from ..data.representation import get_representation
+    knn = bool(knn) and get_representation(mode).image_output
     return {"checkpoint": str(Path(checkpoint).resolve()), "sha256": file_sha256(checkpoint),
             "data": str(builders.data_root(cfg)),
             "knn": ({k: p[k] for k in ("k", "search", "sigma", "cutoff")} if knn else False)}
 
 
 @torch.no_grad()
-def predict_split(model, cfg: dict, label_map, split: str, out_root, knn: bool = True, device="cpu",
+def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn: bool = True, device="cpu",
                   limit: int | None = None, progress: bool = True, writer: dict | None = None,
-                  overwrite: bool = False, mc_samples: int = 0) -> dict:
-    """Predict every scan of `split` (data root = cfg data.root), write the prediction files under `out_root`.
+                  overwrite: bool = False, mc_samples: int = 0, sequences=None, source=None) -> dict:
+    """Predict every scan of `split` (or of `sequences`) of `source` (a ScanSource; default data.format over
+    data.root) and write the prediction files under `out_root`, in the source's prediction format.
     With `writer` (see `writer_info`), the folder's manifest is checked first (no mixing with predictions of
     another writer or limit; `overwrite` deletes them) and marked complete last.
     `mc_samples` >= 2: MC-dropout (`uncertainty.mc_dropout_probs`): the prediction is the argmax of the mean softmax
-    over that many passes, and each point's variance (its pixel's, 0 without a pixel) is written as float32 to
-    sequences/NN/uncert/NNNNNN.label beside predictions/ (SalsaNext's layout).
+    over that many passes, and each point's variance (its pixel's, 0 without a pixel) is written as float32 beside
+    the prediction (SemanticKITTI: sequences/NN/uncert/NNNNNN.label, SalsaNext's layout).
     Returns {"scans", "times" {stage: [seconds per scan]}, "evaluator" (None without labels), "knn"}."""
+    from ..data.io import atomic_write_bytes
+    from ..data.representation import representation_of
     from ..errors import ConfigError
+    from .. import submission
     from ..submission import finish_folder, prepare_folder
+    from models import main_logits
+    from tqdm import tqdm
     if limit is not None and int(limit) < 1:
         raise ConfigError(f"--limit must be >= 1 (a number of scans; omit it for all), got {limit}")
     device = torch.device(device)
-    mode = getattr(model, "input_mode", "range")
-    knn = bool(knn) and mode == "range"  # KPRNet predicts every point itself
+    rep = representation_of(model)
+    knn = bool(knn) and rep.image_output  # point-predicting networks label every point themselves
     if mc_samples:
         from .uncertainty import check_mc_samples
-        if mode != "range":
+        if not rep.image_output:
             raise ConfigError(f"--mc-samples: MC-dropout is implemented for range-image networks, not input_mode "
-                              f"{mode!r}")
+                              f"{rep.name!r}")
         check_mc_samples(model, mc_samples)
-    ds = builders.dataset(cfg, "infer", mode, label_map, split=split, train=False)
-    collate = builders.collate_fn(mode)
+    src = source if source is not None else builders.scan_source(cfg, label_map)
+    ds = builders.dataset(cfg, "infer", rep, label_map, split=split, train=False, sequences=sequences, source=src)
     n = len(ds) if not limit else min(len(ds), int(limit))
     knn_cfg = builders.knn_params(cfg) if knn else None
-    manifest = prepare_folder(out_root, split, writer, limit, overwrite) if writer is not None else None
+    run_name = split or "scans"
+    manifest = prepare_folder(out_root, run_name, writer, limit, overwrite, src) if writer is not None else None
     written: dict[str, list[str]] = {}
     ev = Evaluator(label_map.num_classes, label_map.ignore, device, pixel=False, knn=knn)
+    kind = "point_knn" if knn else "point"
     times = {s: [] for s in STAGES}
     labelled = False
-    from ..submission import write_prediction
-    from models import main_logits
-    from tqdm import tqdm
-    for i in tqdm(range(n), desc=f"infer {split}", disable=not progress, leave=False, dynamic_ncols=True):
+    for i in tqdm(range(n), desc=f"infer {run_name}", disable=not progress, leave=False, dynamic_ncols=True):
         t0 = time.perf_counter()
-        batch = collate([ds[i]])
+        batch = rep.collate([ds[i]])
         t1 = time.perf_counter()
-        if mode == "range" and mc_samples:
+        if mc_samples:
             from .uncertainty import mc_dropout_probs
             logits, variance = mc_dropout_probs(model, batch["input"].to(device), mc_samples)
-        elif mode == "range":
-            logits = model(batch["input"].to(device))
         else:
-            args = [batch[k].to(device) for k in builders.KPRNET_INPUTS]
-            logits = model(*args, point_mask=batch["point_mask"].to(device))
+            logits = rep.forward(model, batch, device)
         pred = main_logits(logits).argmax(1)
         _sync(device)
         t2 = time.perf_counter()
         labelled |= bool(batch["has_labels"][0])
-        nb = int(batch["num_points"][0])
-        if mode == "range":
-            px, py = batch["px"][0, :nb].to(device), batch["py"][0, :nb].to(device)
-            if knn:
-                from .evaluator import knn_labels
-                points = knn_labels(pred[0], batch["proj_range"][0].to(device),
-                                    batch["unproj_range"][0, :nb].to(device), px, py, knn_cfg, label_map.num_classes)
-            else:
-                points = point_labels(pred[0], px, py)
-        else:
-            points = torch.zeros(nb, dtype=torch.int64, device=device)
-            points[batch["point_index"][0, :nb].to(device)] = pred[0, :nb]
+        points, gt = rep.point_predictions(pred, batch, 0, knn_cfg, label_map.num_classes)
         _sync(device)
         t3 = time.perf_counter()
-        path = write_prediction(out_root, batch["sequence"][0], batch["scan"][0], points.cpu(), label_map)
-        written.setdefault(path.parent.parent.name, []).append(path.stem)
+        item = ds.items[i]
+        path = submission.write_prediction(out_root, item.sequence, item.scan, points.cpu(), label_map, src, item)
+        written.setdefault(item.sequence, []).append(item.scan)
         if mc_samples:
-            from ..data.io import atomic_write_bytes
+            nb = int(batch["num_points"][0])
+            px, py = batch["px"][0, :nb].to(device), batch["py"][0, :nb].to(device)
             var = torch.zeros(nb, dtype=torch.float32, device=device)
             has_pixel = px >= 0
             var[has_pixel] = variance[0][py[has_pixel], px[has_pixel]]
-            atomic_write_bytes(path.parent.parent / "uncert" / path.name, var.cpu().numpy().tobytes())
+            atomic_write_bytes(src.extra_files(item, path)["uncert"], var.cpu().numpy().tobytes())
         t4 = time.perf_counter()
         if batch["has_labels"][0]:
-            from .evaluator import confusion_add
-            gt = batch["points_label"][0, :nb].to(device)
-            if mode != "range":
-                gt = torch.zeros_like(points).index_put_((batch["point_index"][0, :nb].to(device),), gt)
-            confusion_add(ev.conf["point_knn" if knn else "point"], points, gt)
+            ev.add_points(kind, points, gt)
         for s, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[s].append(dt)
     if manifest is not None:
-        finish_folder(out_root, manifest, split, written)
-    return {"scans": n, "times": times, "evaluator": ev if labelled else None, "knn": knn, "mode": mode}
+        finish_folder(out_root, manifest, run_name, written)
+    return {"scans": n, "times": times, "evaluator": ev if labelled else None, "knn": knn, "mode": rep.name,
+            "source": src}
 
 
 def timing_lines(times: dict, knn: bool) -> list[str]:

@@ -24,6 +24,7 @@ from ..errors import ConfigError, LidarsegError
 from . import builders, distributed
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import DEFAULTS_PATH, RESUME_MAY_CHANGE, changed_keys, diff, dump, merge, read_yaml
+from ..data.representation import representation_of
 from .evaluator import Evaluator
 from .logging import Logger
 from .schedule import build_optimizer, build_scheduler
@@ -134,7 +135,7 @@ class Trainer:
                  log=print, datasets: tuple | None = None, init_from: str | Path | None = None):
         """`resume`: a checkpoint of this run to continue exactly; `init_from`: a checkpoint whose weights start a
         new run (optimizer, schedule and step start afresh). `datasets` = (train, val or None) replaces the ones the
-        config describes (tests, custom data); they must yield the batch dict of the model's input mode."""
+        config describes (tests, custom data); they must yield the batch dict of the model's representation."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ctx = ctx or distributed.Context()
         self.log = log if self.ctx.is_main else (lambda *a, **k: None)
@@ -151,15 +152,18 @@ class Trainer:
 
         self.label_map = builders.label_map(cfg)
         model = builders.model(cfg, self.label_map)
-        self.mode = getattr(model, "input_mode", "range")
+        self.rep = representation_of(model)   # what the model consumes and how its logits map to points
+        self.mode = self.rep.name
         from ..losses import MultiHeadLoss
         self.loss_fn = MultiHeadLoss(builders.loss(cfg, self.label_map), tcfg["head_weights"],
                                      getattr(model, "num_heads", None)).to(self.device)
         if datasets is not None:
             self.train_set, self.val_set = datasets
         else:
-            self.train_set = builders.dataset(cfg, "train", self.mode, self.label_map)
-            self.val_set = builders.dataset(cfg, "val", self.mode, self.label_map) if cfg["val"]["every"] else None
+            source = builders.scan_source(cfg, self.label_map)
+            self.train_set = builders.dataset(cfg, "train", self.rep, self.label_map, source=source)
+            self.val_set = (builders.dataset(cfg, "val", self.rep, self.label_map, source=source)
+                            if cfg["val"]["every"] else None)
 
         self.batch = distributed.per_rank_batch(int(tcfg["batch_size"]), self.ctx)
         self.accumulate = max(1, int(tcfg["accumulate"]))
@@ -176,7 +180,7 @@ class Trainer:
         self.amp = tcfg["amp"] if self.device.type == "cuda" else "none"
         if tcfg["amp"] != "none" and self.amp == "none":
             self.log(f"note: train.amp={tcfg['amp']} needs CUDA; training in float32 on {self.device}")
-        self.channels_last = bool(tcfg["channels_last"]) and self.mode == "range"
+        self.channels_last = bool(tcfg["channels_last"]) and self.rep.image_output
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(model.parameters(), cfg["optim"])
@@ -274,16 +278,8 @@ class Trainer:
         dev = self.device
         with torch.autocast(dev.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16,
                             enabled=self.amp != "none"):
-            if self.mode == "range":
-                x = batch["input"].to(dev, non_blocking=True)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                logits = self.model(x)
-                target = batch["label"].to(dev, non_blocking=True)
-            else:
-                args = [batch[k].to(dev, non_blocking=True) for k in builders.KPRNET_INPUTS]
-                logits = self.model(*args, point_mask=batch["point_mask"].to(dev, non_blocking=True))
-                target = batch["points_label"].to(dev, non_blocking=True)
+            logits = self.rep.forward(self.model, batch, dev, self.channels_last)
+            target = self.rep.target(batch, dev)
         if isinstance(logits, (list, tuple)):
             return [t.float() for t in logits], target
         return logits.float(), target
@@ -297,7 +293,7 @@ class Trainer:
             dataset[0]
             self._warm.add(id(dataset))
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=workers, collate_fn=builders.collate_fn(self.mode),
+                          num_workers=workers, collate_fn=self.rep.collate,
                           pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
                           generator=generator, persistent_workers=False)
 
@@ -341,7 +337,7 @@ class Trainer:
         return {"stopped": False, **self.last_metrics}
 
     def main_metric_name(self) -> str:
-        return "miou_point_knn" if self.mode == "range" and self.cfg["val"]["knn"] else "miou_point"
+        return "miou_point_knn" if self.rep.image_output and self.cfg["val"]["knn"] else "miou_point"
 
     def train_epoch(self, stop: _StopFlag) -> bool:
         """One epoch (or what is left of it); False when a stop was requested."""
@@ -466,8 +462,8 @@ class Trainer:
         from models import main_logits
         self.model.eval()
         cfg = self.cfg
-        knn = builders.knn_params(cfg) if (cfg["val"]["knn"] and self.mode == "range") else None
-        ev = Evaluator(self.label_map.num_classes, self.label_map.ignore, self.device, pixel=self.mode == "range",
+        knn = builders.knn_params(cfg) if (cfg["val"]["knn"] and self.rep.image_output) else None
+        ev = Evaluator(self.label_map.num_classes, self.label_map.ignore, self.device, pixel=self.rep.image_output,
                        knn=knn is not None)
         loader = self._loader(self.val_set, distributed.eval_sampler(self.val_set, self.ctx),
                               int(cfg["val"]["batch_size"]), drop_last=False)
@@ -475,8 +471,8 @@ class Trainer:
         for batch in _batches(loader):
             logits, target = self.forward(batch)
             logits = main_logits(logits)
-            ev.add_batch(logits, batch, self.mode, knn)
-            if images is None and self.ctx.is_main and cfg["val"]["images"] and self.mode == "range":
+            ev.add_batch(logits, batch, self.rep, knn)
+            if images is None and self.ctx.is_main and cfg["val"]["images"] and self.rep.image_output:
                 images = self._images(logits, target, batch)
         ev.all_reduce(self.ctx)
         metrics = ev.summary(self.label_map.names)

@@ -1,0 +1,153 @@
+"""Input representations by name: what a network consumes and how its logits become one label per point.
+
+A model declares its representation with the class attribute `input_mode` (`"range"`: RangeNet++'s 5-channel
+spherical range image; `"kprnet"`: KPRNet's unfolded 2-channel image plus per-point KPConv inputs);
+`representation_of(model)` returns the registered `Representation`, and the engine (training, validation,
+inference) only calls its methods:
+
+- `dataset(cfg, source, split, sequences, train)`: the torch Dataset of samples built from a ScanSource;
+- `collate(samples)`: the batch dict;
+- `forward(model, batch, device, channels_last)`: logits (or a list of heads) from the batch;
+- `target(batch, device)`: what the loss compares the logits with;
+- `point_predictions(pred, batch, b, knn, num_classes)`: (labels of every point of the scan, their ground truth);
+- `pixel_pairs(pred, batch)`: (predicted, true) labels of the image pixels for the pixel IoU, or None.
+
+A new input family: a `Representation` subclass decorated with `@register_representation("name")` here (or in a
+module imported before the model is used), and models whose `input_mode` is that name.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+
+REPRESENTATIONS: dict[str, "Representation"] = {}
+
+
+def register_representation(name: str):
+    def add(cls):
+        cls.name = name
+        REPRESENTATIONS[name] = cls()
+        return cls
+    return add
+
+
+def get_representation(name: str) -> "Representation":
+    if name not in REPRESENTATIONS:
+        raise ConfigError(f"unknown input representation {name!r}; registered: {sorted(REPRESENTATIONS)}")
+    return REPRESENTATIONS[name]
+
+
+def representation_of(model) -> "Representation":
+    """The representation a model declares (`input_mode`; range image when it declares none)."""
+    inner = getattr(model, "module", model)  # DDP
+    return get_representation(getattr(inner, "input_mode", "range"))
+
+
+class Representation:
+    name = "base"
+    #: the network predicts pixels of a range image: KNN post-processing, pixel IoU, image panels, channels_last and
+    #: MC-dropout variances per pixel apply
+    image_output = False
+
+    def dataset(self, cfg: dict, source, split: str, sequences, train: bool):
+        raise NotImplementedError
+
+    def collate(self, samples: list[dict]) -> dict:
+        raise NotImplementedError
+
+    def forward(self, model, batch: dict, device, channels_last: bool = False):
+        raise NotImplementedError
+
+    def target(self, batch: dict, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def point_predictions(self, pred: torch.Tensor, batch: dict, b: int, knn: dict | None, num_classes: int):
+        raise NotImplementedError
+
+    def pixel_pairs(self, pred: torch.Tensor, batch: dict):
+        return None
+
+
+@register_representation("range")
+class RangeImage(Representation):
+    """`lidarseg.data.dataset.SemanticKITTI` samples: input [B,5,H,W] -> logits [B,C,H,W]; each point takes its
+    pixel's label (or RangeNet++'s KNN vote)."""
+    image_output = True
+
+    def dataset(self, cfg, source, split, sequences, train):
+        from .dataset import SemanticKITTI
+        d = cfg["data"]
+        augment = None
+        if train and d["augment"]:
+            # a fixed seed makes each scan's augmentation a function of (seed, epoch, index): the same with any
+            # number of workers or processes, and after a resume
+            augment = {"seed": int(cfg["train"]["seed"]), **d["augment"]}
+        return SemanticKITTI(source.root, split, sequences=sequences, sensor=d["sensor"],
+                             normalization={"mean": d["mean"], "std": d["std"]}, augmentation=augment,
+                             source=source)
+
+    def collate(self, samples):
+        from .dataset import collate
+        return collate(samples)
+
+    def forward(self, model, batch, device, channels_last=False):
+        x = batch["input"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x)
+
+    def target(self, batch, device):
+        return batch["label"].to(device, non_blocking=True)
+
+    def point_predictions(self, pred, batch, b, knn, num_classes):
+        from ..engine.evaluator import knn_labels, point_labels
+        dev = pred.device
+        n = int(batch["num_points"][b])
+        px, py = batch["px"][b, :n].to(dev), batch["py"][b, :n].to(dev)
+        if knn is not None:
+            points = knn_labels(pred[b], batch["proj_range"][b].to(dev), batch["unproj_range"][b, :n].to(dev), px,
+                                py, knn, num_classes)
+        else:
+            points = point_labels(pred[b], px, py)
+        return points, batch["points_label"][b, :n].to(dev)
+
+    def pixel_pairs(self, pred, batch):
+        mask = batch["mask"].to(pred.device)
+        return pred[mask], batch["label"].to(pred.device)[mask]
+
+
+@register_representation("kprnet")
+class KPRNetInput(Representation):
+    """`lidarseg.data.kprnet.KPRNetDataset` samples: (image, px, py, xyz, knn) -> point logits [B,C,N] of the kept
+    points (every point at evaluation), scattered back to the scan's point order."""
+    INPUTS = ("image", "px", "py", "xyz", "knn")
+
+    def dataset(self, cfg, source, split, sequences, train):
+        from .kprnet import KPRNetDataset, KPRNetGeometry
+        geom = KPRNetGeometry.from_config(cfg["data"]["kprnet"] or None)
+        return KPRNetDataset(source.root, split, train=train, seed=int(cfg["train"]["seed"]), geometry=geom,
+                             sequences=sequences, source=source)
+
+    def collate(self, samples):
+        from .kprnet import collate_kprnet
+        return collate_kprnet(samples)
+
+    def forward(self, model, batch, device, channels_last=False):
+        args = [batch[k].to(device, non_blocking=True) for k in self.INPUTS]
+        return model(*args, point_mask=batch["point_mask"].to(device, non_blocking=True))
+
+    def target(self, batch, device):
+        return batch["points_label"].to(device, non_blocking=True)
+
+    def point_predictions(self, pred, batch, b, knn, num_classes):
+        dev = pred.device
+        n = int(batch["num_points"][b])
+        index = batch["point_index"][b, :n].to(dev)
+        size = int(index.max()) + 1 if n else 0
+        size = max(size, n)
+        points = torch.zeros(size, dtype=torch.int64, device=dev)
+        gt = torch.zeros(size, dtype=torch.int64, device=dev)
+        points[index] = pred[b, :n]
+        gt[index] = batch["points_label"][b, :n].to(dev)
+        return points, gt
