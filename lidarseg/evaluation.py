@@ -72,11 +72,18 @@ class EvalResult:
         counts = self.confusion.gt_counts()
         width = max(len(n) for n in self.names)
         out = [f"{'id':>3}  {'class':<{width}}  {'IoU':>6}  {'points':>12}"]
+        absent = 0
         for c in self.confusion.include:
-            out.append(f"{c:>3}  {self.names[c]:<{width}}  {100 * iou[c]:6.2f}  {int(counts[c]):>12}")
+            mark = ""
+            if counts[c] == 0:
+                mark, absent = "  absent", absent + 1
+            out.append(f"{c:>3}  {self.names[c]:<{width}}  {100 * iou[c]:6.2f}  {int(counts[c]):>12}{mark}")
         out.append(f"{'':>3}  {'mIoU':<{width}}  {100 * self.miou:6.2f}")
         out.append(f"{'':>3}  {'accuracy':<{width}}  {100 * self.accuracy:6.2f}")
         out.append(f"{'':>3}  {'all points':<{width}}  {'':>6}  {int(counts.sum()):>12}")
+        if absent:
+            out.append(f"absent: {absent} class(es) without a labelled point; their IoU counts as 0 in the mIoU "
+                       "(as the official evaluator)")
         return "\n".join(out)
 
     def to_dict(self) -> dict:

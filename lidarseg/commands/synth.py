@@ -23,6 +23,10 @@ def add_arguments(parser):
 
     parser.add_argument("--out", default=str(lidarseg.DEFAULT_DATA_ROOT),
                         help="dataset root to write (default: %(default)s)")
+    parser.add_argument("--format", default="semantic-kitti", metavar="NAME",
+                        help="dataset format to write, with its sensor: semantic-kitti (HDL-64E), semantic-poss "
+                             "(Pandora-40, sequences 00-05), nuscenes (HDL-32E, scenes scene-0001 (train) and "
+                             "scene-0003 (val)) (default: %(default)s)")
     parser.add_argument("--sequences", nargs="+", default=None, metavar="NN",
                         help="sequence ids (default: 00 01 02 03 08 11)")
     parser.add_argument("--scans", type=int, default=None,
@@ -74,8 +78,29 @@ def refuse_other_generation(out, kwargs) -> None:
                           "choose another --out, or delete the folder to regenerate it whole")
 
 
+def _other_format(args) -> int:
+    """`--format` other than semantic-kitti: that source's writer (`ScanSource.write_synthetic`)."""
+    from ..data.sources import source_class
+    cls = source_class(args.format)
+    if not hasattr(cls, "write_synthetic"):
+        raise ConfigError(f"--format {args.format}: this format has no synthetic writer")
+    used = [o for o, v in (("--faults", args.faults), ("--preview", args.preview), ("--test-labels", args.test_labels),
+                           ("--force", args.force), ("--if-missing", args.if_missing)) if v]
+    if used:
+        raise ConfigError(f"{', '.join(used)}: only for --format semantic-kitti")
+    if args.scans is not None and args.scans < 1:
+        raise ConfigError(f"--scans must be >= 1, got {args.scans}")
+    written = cls.write_synthetic(args.out, sequences=args.sequences, scans=args.scans, seed=args.seed,
+                                  azimuth_steps=args.azimuth_steps)
+    print(f"wrote {sum(written.values())} scans of {len(written)} sequences in {args.format} format to {args.out}")
+    return 0
+
+
 def run(args) -> int:
     from ..data.synthetic import ensure_dataset, generate
+
+    if args.format != "semantic-kitti":
+        return _other_format(args)
 
     kwargs = dict(sequences=args.sequences, scans=args.scans, seed=args.seed, azimuth_steps=args.azimuth_steps,
                   faults=_faults(args.faults), preview=args.preview, test_labels=args.test_labels)

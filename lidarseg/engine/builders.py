@@ -57,19 +57,19 @@ def knn_params(cfg: dict) -> dict:
 def dataset(cfg: dict, which: str, representation, lm: LabelMap, split: str | None = None,
             train: bool | None = None, sequences=None, source=None):
     """which: "train" (augmented, data.train_split, limit_train), "val" (data.val_split, limit_val) or "infer"
-    (`split` given, no augmentation, no limit). `representation`: a Representation or its name (a model's
+    (`split` given, or None for a source without splits; no augmentation, no limit). `representation`: a Representation or its name (a model's
     `input_mode`); `source`: a ScanSource (default: data.format over data.root); `sequences` overrides the
     config's data.sequences of the split."""
     from ..data.representation import Representation, get_representation
     rep = representation if isinstance(representation, Representation) else get_representation(representation)
     d = cfg["data"]
-    if split is None:
+    if split is None and which != "infer":
         split = d["train_split"] if which == "train" else d["val_split"]
     if train is None:
         train = which == "train"
-    if sequences is None:
-        sequences = d["sequences"].get(split) if isinstance(d["sequences"], dict) else None
     src = source if source is not None else scan_source(cfg, lm)
+    if sequences is None and split is not None and src.has_splits and isinstance(d["sequences"], dict):
+        sequences = d["sequences"].get(split)
     ds = rep.dataset(cfg, src, split, sequences, train)
     limit = d["limit_train"] if which == "train" else d["limit_val"] if which == "val" else None
     if limit:

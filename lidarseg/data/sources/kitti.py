@@ -59,9 +59,9 @@ class SemanticKITTISource(ScanSource):
         for seq in sequences:
             name = self.sequence_name(seq)
             seq_dir = root / "sequences" / name
-            if not seq_dir.is_dir():
-                raise DataError(f"sequence directory not found: {seq_dir}")
             velo = seq_dir / "velodyne"
+            if not seq_dir.is_dir():
+                raise DataError(f"no scans in {velo}: sequence directory not found: {seq_dir}")
             scans = sorted(velo.glob("*.bin")) if velo.is_dir() else []
             if not scans:
                 raise DataError(f"no scans in {velo} (expected NNNNNN.bin files)")
@@ -99,6 +99,15 @@ class SemanticKITTISource(ScanSource):
                       for p in labels]
         return items
 
+    @classmethod
+    def write_synthetic(cls, out, sequences=None, scans=None, seed: int = 0, azimuth_steps=None,
+                        log=print) -> dict:
+        """The synthetic SemanticKITTI dataset (`lidarseg.data.synthetic.generate`)."""
+        from ..synthetic import generate
+        seqs = [int(s) for s in sequences] if sequences is not None else None
+        summary = generate(out, sequences=seqs, scans=scans, seed=seed, azimuth_steps=azimuth_steps, log=log)
+        return {k: v["scans"] for k, v in summary["sequences"].items()}
+
     def labelled(self, sequence: str) -> bool:
         """Whether the sequence has a labels directory (for commands that take whatever labels exist)."""
         return (self.root / "sequences" / self.sequence_name(sequence) / "labels").is_dir()
@@ -132,3 +141,26 @@ class SemanticPOSSSource(SemanticKITTISource):
 
     def split_has_labels(self, split: str) -> bool:
         return True  # SemanticPOSS releases labels for every sequence (its "test" is the valid sequence 02)
+
+    @classmethod
+    def write_synthetic(cls, out, sequences=None, scans=None, seed: int = 0, azimuth_steps=None,
+                        log=print) -> dict:
+        """Simulated Pandora-40 drives in SemanticPOSS' layout: sequences (default 00-05) of `scans` scans (default
+        3), remission scaled to 0-255, SemanticPOSS raw ids. Returns {sequence: scans}."""
+        from ..io import write_label, write_scan
+        from .synthetic import TO_POSS, class_lut, simulate
+        lut = class_lut(TO_POSS)
+        seqs = [int(s) for s in (sequences if sequences is not None else range(6))]
+        n = int(scans or 3)
+        out = Path(out)
+        for seq in seqs:
+            d = out / "sequences" / f"{seq:02d}"
+            for i in range(n):
+                points, sem = simulate(seq, i, n, seed, "pandora-40", azimuth_steps)
+                points = points.copy()
+                points[:, 3] = np.round(points[:, 3] * 255.0)
+                write_scan(d / "velodyne" / f"{i:06d}.bin", points)
+                write_label(d / "labels" / f"{i:06d}.label", lut[sem])
+            if log:
+                log(f"wrote {d}: {n} scans")
+        return {f"{s:02d}": n for s in seqs}

@@ -56,10 +56,17 @@ class NuScenesSource(ScanSource):
         self.version = version or self._find_version()
         self._tables = None
 
+    @classmethod
+    def write_synthetic(cls, out, sequences=None, scans=None, seed: int = 0, azimuth_steps=None,
+                        log=print) -> dict:
+        return write_synthetic(out, scenes=sequences, scans=scans, seed=seed, azimuth_steps=azimuth_steps, log=log)
+
     def _find_version(self) -> str:
         if not self.root.is_dir():
             raise DataError(f"nuScenes root not found: {self.root}")
         found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "sample_data.json").is_file())
+        if len(found) > 1 and "v1.0-trainval" in found:
+            return "v1.0-trainval"  # v1.0-test beside it: pass version="v1.0-test" for the test scenes
         if len(found) != 1:
             raise DataError(f"nuScenes root {self.root}: expected one version folder holding sample_data.json "
                             f"(e.g. v1.0-trainval), found {found or 'none'}")
@@ -245,3 +252,70 @@ def check_submission(pred_root, source: NuScenesSource, split: str) -> list[str]
             raise DataError(f"prediction {path} holds values outside 1..{c - 1} (0 is the ignored class)")
     passed.append(f"{eval_set}: {len(items)} predictions, one uint8 in 1..{c - 1} per point")
     return passed
+
+
+# ------------------------------------------------------------------------------------------------ synthetic data
+def _token(*parts) -> str:
+    """A deterministic 32-hex token (nuScenes tokens are 32 lowercase hex digits)."""
+    import hashlib
+    return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
+
+
+#: default synthetic scenes: one of the official train split, one of the official val split
+SYNTHETIC_SCENES = ("scene-0001", "scene-0003")
+
+
+def write_synthetic(out, scenes=None, scans=None, seed: int = 0, azimuth_steps=None, version: str = "v1.0-trainval",
+                    log=print) -> dict:
+    """Simulated HDL-32E sweeps in nuScenes-lidarseg's layout (see the module docstring): `scenes` (names, default
+    scene-0001 (train) and scene-0003 (val)) of `scans` key frames each (default 3), 0.5 s apart. Points are turned
+    into the LIDAR_TOP frame (x right, y forward), intensity scaled to 0-255, the ring channel is the beam's rank
+    by elevation (0 = lowest); labels are category indices. The JSON tables are written last. Returns
+    {scene: scans}."""
+    from ..io import atomic_write_bytes
+    from .synthetic import TO_NUSCENES, class_lut, simulate
+    from ..labels import LabelMap
+    from ... import CONFIG_DIR
+    lm = LabelMap.from_yaml(CONFIG_DIR / NuScenesSource.label_config)
+    lut = class_lut(TO_NUSCENES)
+    scenes = list(scenes or SYNTHETIC_SCENES)
+    n = int(scans or 3)
+    out = Path(out)
+    tables = {k: [] for k in TABLES}
+    for idx, name in sorted(lm.raw_names.items()):
+        tables["category"].append({"token": _token("category", name), "name": name, "description": name,
+                                   "index": idx})
+    fov_up, fov_down = 10.67, -30.67
+    for s_i, scene in enumerate(scenes):
+        scene_token = _token("scene", scene)
+        samples = [_token("sample", scene, i) for i in range(n)]
+        sds = [_token("sample_data", scene, i) for i in range(n)]
+        t0 = 1_533_151_603_547_590 + 1_000_000_000 * s_i
+        for i in range(n):
+            points, sem = simulate(100 + s_i, i, n, seed, "hdl32", azimuth_steps)
+            x, y, z = points[:, 0], points[:, 1], points[:, 2]
+            elev = np.degrees(np.arctan2(z, np.hypot(x, y)))
+            ring = np.clip(np.round((elev - fov_down) / (fov_up - fov_down) * 31), 0, 31)
+            data = np.stack([-y, x, z, np.round(points[:, 3] * 255.0), ring], 1).astype("<f4")
+            ts = t0 + 500_000 * i
+            fname = f"samples/LIDAR_TOP/n015-synthetic-{scene}__LIDAR_TOP__{ts}.pcd.bin"
+            atomic_write_bytes(out / fname, data.tobytes())
+            seg = f"lidarseg/{version}/{sds[i]}_lidarseg.bin"
+            atomic_write_bytes(out / seg, lut[sem].astype(np.uint8).tobytes())
+            tables["sample"].append({"token": samples[i], "timestamp": ts, "prev": samples[i - 1] if i else "",
+                                     "next": samples[i + 1] if i + 1 < n else "", "scene_token": scene_token})
+            tables["sample_data"].append({
+                "token": sds[i], "sample_token": samples[i], "ego_pose_token": _token("ego_pose", scene, i),
+                "calibrated_sensor_token": _token("calibrated_sensor", "LIDAR_TOP"), "timestamp": ts,
+                "fileformat": "pcd", "is_key_frame": True, "height": 0, "width": 0, "filename": fname,
+                "prev": sds[i - 1] if i else "", "next": sds[i + 1] if i + 1 < n else ""})
+            tables["lidarseg"].append({"token": _token("lidarseg", sds[i]), "sample_data_token": sds[i],
+                                       "filename": seg})
+        tables["scene"].append({"token": scene_token, "log_token": _token("log", scene), "nbr_samples": n,
+                                "first_sample_token": samples[0], "last_sample_token": samples[-1], "name": scene,
+                                "description": "synthetic drive (lidarseg.data.synthetic)"})
+        if log:
+            log(f"wrote {scene}: {n} samples")
+    for name in TABLES:
+        atomic_write_bytes(out / version / f"{name}.json", (json.dumps(tables[name], indent=1) + "\n").encode())
+    return {s: n for s in scenes}
