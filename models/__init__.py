@@ -7,8 +7,20 @@
 
 Every model returns logits and has an `input_mode` attribute ("range" or "kprnet"). `load_state_dict_strict`
 loads a checkpoint and names missing/unexpected keys; `load_rangenet_checkpoint` loads RangeNet++'s released files.
+
+Import name: `lidarseg.models` (an installed distribution puts this folder there, not at the top level of
+site-packages). In a checkout, `import models` from the repository root gives the same module objects.
 """
 from __future__ import annotations
+
+import sys as _sys
+
+if __name__ == "models":
+    # the checkout's top-level name: hand out lidarseg.models' modules instead of a second copy (one registry, one
+    # class per network); the rest of this file then runs once more in a discarded module
+    import lidarseg.models as _real
+    _sys.modules.update({"models" + k[len("lidarseg.models"):]: v for k, v in list(_sys.modules.items())
+                         if k == "lidarseg.models" or k.startswith("lidarseg.models.")})
 
 import inspect
 import os

@@ -25,7 +25,7 @@ fi
 # does not map a package (e.g. one made before models/ existed) is caught too. Test extras are checked by import.
 stamp_file="$ROOT/.lidarseg-installed"
 stamp=$( { cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml"; "$PYTHON" -c "import sys; print(sys.executable)"; } | sha256sum | cut -d' ' -f1)
-want_mods="lidarseg models numba yaml tensorboard tqdm scipy matplotlib"
+want_mods="lidarseg lidarseg.models numba yaml tensorboard tqdm scipy matplotlib"
 [ "$extras" = "test" ] && want_mods="$want_mods pytest hypothesis onnx onnxscript onnxruntime mmseg mmengine mmcv ftfy regex pkg_resources"
 have_all=1
 (cd / && "$PYTHON" -c "import importlib.util as u,sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" $want_mods) >/dev/null 2>&1 || have_all=0

@@ -122,7 +122,7 @@ def _compiled_dense_counts(device, repeat: int, log) -> dict:
 
 def _step_setup(name: str, mode: str, batch: int, device):
     """(step function, input label) for one network and mode."""
-    import models
+    from .. import models
     from .model import _inputs
     channels_last = mode == "bf16_channels_last"
     # RangeNet keeps its own channels_last option (on by default): set it to the mode's layout
@@ -293,7 +293,7 @@ def run(args) -> int:
     start = time.perf_counter()
     deadline = start + args.budget
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    import models
+    from .. import models
     names = [n.strip() for n in args.models.split(",") if n.strip()] or models.list_models()
     result = {"date": str(datetime.date.today()), "torch": torch.__version__, "device": str(device),
               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),

@@ -62,7 +62,7 @@ def _inputs(name, size, batch, points, device, train):
 
 
 def _measure(args, preset, size, mode, device):
-    import models
+    from .. import models
 
     name, opts = PRESETS[preset]
     opts = dict(opts)

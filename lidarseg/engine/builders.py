@@ -40,7 +40,7 @@ def scan_source(cfg: dict, lm: LabelMap, root=None):
 
 
 def model(cfg: dict, lm: LabelMap) -> torch.nn.Module:
-    from models import build_model_from_config
+    from ..models import build_model_from_config
     return build_model_from_config(cfg["model"], num_classes=lm.num_classes)
 
 

@@ -26,7 +26,7 @@ STAGES = ("load+project", "network", "knn", "write")
 
 def load_model(checkpoint, device) -> tuple[torch.nn.Module, dict, object]:
     """(model in eval mode on `device`, resolved config, LabelMap) of a training checkpoint."""
-    from models import load_state_dict_strict
+    from ..models import load_state_dict_strict
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
     label_map = builders.label_map(cfg)
@@ -70,7 +70,7 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
     from ..errors import ConfigError
     from .. import submission
     from ..submission import finish_folder, prepare_folder
-    from models import main_logits
+    from ..models import main_logits
     from tqdm import tqdm
     if limit is not None and int(limit) < 1:
         raise ConfigError(f"--limit must be >= 1 (a number of scans; omit it for all), got {limit}")

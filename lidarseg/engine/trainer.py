@@ -208,7 +208,7 @@ class Trainer:
     def _init_weights(self, path, model) -> None:
         """Weights only, strictly, from a lidarseg checkpoint or a released file of the reference code (CENet's
         `SENet_valid_best`, SalsaNext's `SalsaNext`: `models.read_weights`)."""
-        from models import load_state_dict_strict, read_weights
+        from ..models import load_state_dict_strict, read_weights
         load_state_dict_strict(model, read_weights(path), source=f"checkpoint {path}")
         model.to(self.device)
         self.log(f"initialised the weights from {path}; optimizer, schedule and step start afresh")
@@ -216,7 +216,7 @@ class Trainer:
     def _load(self, path, model) -> None:
         """Continue the run of checkpoint `path` exactly. Only keys that do not change what is trained may differ
         (RESUME_MAY_CHANGE); a longer or shorter train.epochs recomputes the schedule for the new total."""
-        from models import load_state_dict_strict
+        from ..models import load_state_dict_strict
         state = load_checkpoint(path)
         # keys added to base.yaml after the checkpoint was written take their defaults
         old_cfg = merge(read_yaml(DEFAULTS_PATH), state["config"])
@@ -459,7 +459,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict:
-        from models import main_logits
+        from ..models import main_logits
         self.model.eval()
         cfg = self.cfg
         knn = builders.knn_params(cfg) if (cfg["val"]["knn"] and self.rep.image_output) else None

@@ -36,7 +36,7 @@ def mc_dropout_probs(model: nn.Module, x: torch.Tensor, samples: int) -> tuple[t
     """(mean softmax [B,C,H,W], variance [B,H,W]) over `samples` >= 2 passes of `x` with dropout active. The model's
     modes are restored afterwards. ConfigError if the model has no dropout with p > 0 (every pass would agree)."""
     check_mc_samples(model, samples)
-    from models import main_logits
+    from ..models import main_logits
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
