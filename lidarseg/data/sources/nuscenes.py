@@ -309,13 +309,36 @@ def write_synthetic(out, scenes=None, scans=None, seed: int = 0, azimuth_steps=N
                 "calibrated_sensor_token": _token("calibrated_sensor", "LIDAR_TOP"), "timestamp": ts,
                 "fileformat": "pcd", "is_key_frame": True, "height": 0, "width": 0, "filename": fname,
                 "prev": sds[i - 1] if i else "", "next": sds[i + 1] if i + 1 < n else ""})
-            tables["lidarseg"].append({"token": _token("lidarseg", sds[i]), "sample_data_token": sds[i],
+            tables["lidarseg"].append({"token": sds[i], "sample_data_token": sds[i],  # as nuScenes: the same token
                                        "filename": seg})
         tables["scene"].append({"token": scene_token, "log_token": _token("log", scene), "nbr_samples": n,
                                 "first_sample_token": samples[0], "last_sample_token": samples[-1], "name": scene,
                                 "description": "synthetic drive (lidarseg.data.synthetic)"})
         if log:
             log(f"wrote {scene}: {n} samples")
-    for name in TABLES:
-        atomic_write_bytes(out / version / f"{name}.json", (json.dumps(tables[name], indent=1) + "\n").encode())
+    _devkit_tables(out, version, tables, scenes)
+    for name, records in tables.items():
+        atomic_write_bytes(out / version / f"{name}.json", (json.dumps(records, indent=1) + "\n").encode())
     return {s: n for s in scenes}
+
+
+def _devkit_tables(out: Path, version: str, tables: dict, scenes) -> None:
+    """The tables our reader does not need but the devkit's `NuScenes` loads (sensor, calibrated sensor, ego poses,
+    logs, one map with a 1x1 mask, and empty annotation tables), so that it opens the synthetic dataset too."""
+    from ...visualize import png_bytes
+    from ..io import atomic_write_bytes
+    sensor = _token("sensor", "LIDAR_TOP")
+    tables["sensor"] = [{"token": sensor, "channel": "LIDAR_TOP", "modality": "lidar"}]
+    tables["calibrated_sensor"] = [{"token": _token("calibrated_sensor", "LIDAR_TOP"), "sensor_token": sensor,
+                                    "translation": [0.94, 0.0, 1.84], "rotation": [0.7071, 0.0, 0.0, 0.7071],
+                                    "camera_intrinsic": []}]
+    tables["ego_pose"] = [{"token": sd["ego_pose_token"], "timestamp": sd["timestamp"], "rotation": [1.0, 0, 0, 0],
+                           "translation": [0.0, 0.0, 0.0]} for sd in tables["sample_data"]]
+    tables["log"] = [{"token": _token("log", s), "logfile": f"synthetic-{s}", "vehicle": "synthetic",
+                      "date_captured": "2018-08-01", "location": "synthetic"} for s in scenes]
+    map_token = _token("map", "synthetic")
+    tables["map"] = [{"token": map_token, "log_tokens": [r["token"] for r in tables["log"]],
+                      "category": "semantic_prior", "filename": f"maps/{map_token}.png"}]
+    atomic_write_bytes(out / "maps" / f"{map_token}.png", png_bytes(np.zeros((1, 1, 3), np.uint8)))
+    for name in ("attribute", "visibility", "instance", "sample_annotation"):
+        tables[name] = []
