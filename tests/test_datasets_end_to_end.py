@@ -24,6 +24,9 @@ FORMATS = {
                        "fov_down: -16.0}", "data.sequences.train=[0]"]),
     "nuscenes": (["--scans", "2", "--azimuth-steps", "256"], [],
                  ["data.format=nuscenes", "data.sensor={height: 32, width: 128, fov_up: 10.67, fov_down: -30.67}"]),
+    "nuscenes-ring": (["--scans", "2", "--azimuth-steps", "256"], [],
+                      ["data.format=nuscenes", "data.rows=ring",
+                       "data.sensor={height: 32, width: 128, fov_up: 10.67, fov_down: -30.67}"]),
 }
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_format_end_to_end(fmt, tmp_path, capsys):
     synth, stats_options, overrides = FORMATS[fmt]
+    fmt = fmt.split("-ring")[0]
     root = tmp_path / "data"
     assert main(["synth", "--format", fmt, "--out", str(root), *synth]) == 0
     stats_file = tmp_path / "stats.yaml"

@@ -231,3 +231,31 @@ def test_representation_registry():
     assert representation_of(Point()).name == "kprnet" and not representation_of(Point()).image_output
     with pytest.raises(ConfigError, match=r"unknown input representation 'voxels'; registered: \['kprnet', 'range'\]"):
         get_representation("voxels")
+
+
+def test_rows_projection_equals_spherical_with_its_rows(make_synthetic_scan):
+    from lidarseg.data.projection import rows_projection, spherical_projection
+    pts, _ = make_synthetic_scan(sequence=8, index=0, azimuth_steps=512)
+    ref = spherical_projection(pts, 64, 512, 3.0, -25.0)
+    got = rows_projection(pts, np.where(ref.py >= 0, ref.py, 0), 64, 512, keep=ref.px >= 0)
+    for name in ("range", "xyz", "remission", "idx", "px", "py", "unproj_range"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    rows = np.full(len(pts), 70)
+    assert (rows_projection(pts, rows, 64, 512).px == -1).all()   # rows outside the image: not projected
+
+
+def test_nuscenes_rows_by_ring(nuscenes_root):
+    from lidarseg.data.dataset import SemanticKITTI
+    src = build_source("nuscenes", nuscenes_root)
+    ds = SemanticKITTI(nuscenes_root, "valid", source=src, rows="ring", sensor={"height": 32, "width": 256})
+    sample = ds[0]
+    ring = src.read_ring(ds.items[0])
+    py, px = sample["py"].numpy(), sample["px"].numpy()
+    ok = px >= 0
+    np.testing.assert_array_equal(py[ok], 31 - ring[ok])
+    assert ok.mean() > 0.99 and sample["mask"].numpy().any(axis=1).all()     # every row holds points
+    with pytest.raises(ConfigError, match="data.sensor.height must be 32, got 64"):
+        SemanticKITTI(nuscenes_root, "valid", source=src, rows="ring", sensor="hdl64")
+    poss = build_source("semantic-poss", nuscenes_root.parent)
+    with pytest.raises(ConfigError, match="the semantic-poss format has none"):
+        poss.read_rows(None, 40)

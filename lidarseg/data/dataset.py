@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DataError
 from .augment import PointAugmentation, rng_for
 from .labels import LabelMap
-from .projection import SensorGeometry, normalised_input, spherical_projection
+from .projection import SensorGeometry, normalised_input, rows_projection, spherical_projection
 from .sources import ScanSource, build_source
 
 #: RangeNet++'s input statistics (range, x, y, z, remission), identical in all its arch yamls.
@@ -54,7 +54,8 @@ class SemanticKITTI(Dataset):
 
     root: dataset root (for SemanticKITTI: holding sequences/NN/). label_map: LabelMap, path to a label YAML, or
     None (the source's label config). source: a ScanSource, or the name of one (default "semantic-kitti") built
-    over `root`; sensor None = the source's default geometry. sequences: overrides the split's sequence list. sensor: SensorGeometry, preset name or dict (height,
+    over `root`; sensor None = the source's default geometry. rows: "elevation" (RangeNet++'s projection) or "ring"
+    (each point's row from the source's laser index: `ScanSource.read_rows`, nuScenes). sequences: overrides the split's sequence list. sensor: SensorGeometry, preset name or dict (height,
     width, fov_up, fov_down). normalization: {mean, std} (5 values each; RangeNet++'s by default).
     augmentation: PointAugmentation or its config dict (None = off). labels: read labels (None = all splits except
     "test"). unknown_labels: "error" or "zero" for raw ids missing from the learning_map. parallel: numba threads
@@ -63,7 +64,7 @@ class SemanticKITTI(Dataset):
 
     def __init__(self, root, split: str, label_map=None, sequences=None, sensor=None, normalization=None,
                  augmentation=None, labels: bool | None = None, unknown_labels: str = "error",
-                 parallel: bool = False, source=None):
+                 parallel: bool = False, source=None, rows: str = "elevation"):
         self.root = Path(root)
         self.split = split
         if not isinstance(source, ScanSource):
@@ -74,6 +75,9 @@ class SemanticKITTI(Dataset):
         if self.sequences is not None and not self.sequences:
             raise ConfigError(f"split {split!r}: no sequences")
         self.sensor = SensorGeometry.from_config(sensor if sensor is not None else source.sensor)
+        if rows not in ("elevation", "ring"):
+            raise ConfigError(f"rows: expected 'elevation' or 'ring', got {rows!r}")
+        self.rows = rows
         self.mean, self.std = parse_normalization(normalization)
         if augmentation is None or isinstance(augmentation, PointAugmentation):
             self.augmentation = augmentation
@@ -86,6 +90,8 @@ class SemanticKITTI(Dataset):
         self.parallel = parallel
         self.epoch = 0
         self.items = [replace(it, split=split) for it in source.list_scans(self.sequences, self.has_labels)]
+        if self.rows == "ring" and self.items:  # at start-up: a source without rings, a wrong height
+            source.read_rows(self.items[0], self.sensor.height)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -121,8 +127,11 @@ class SemanticKITTI(Dataset):
         if self.augmentation is not None and self.augmentation.active:
             points, keep = self.augmentation(points, self._rng(index))
         g = self.sensor
-        proj = spherical_projection(points, g.height, g.width, g.fov_up, g.fov_down, keep=keep,
-                                    parallel=self.parallel)
+        if self.rows == "ring":
+            proj = rows_projection(points, self.source.read_rows(item, g.height), g.height, g.width, keep=keep)
+        else:
+            proj = spherical_projection(points, g.height, g.width, g.fov_up, g.fov_down, keep=keep,
+                                        parallel=self.parallel)
         mask = proj.mask
         label_img = np.where(mask, point_labels[np.maximum(proj.idx, 0)], 0)
         return {

@@ -383,6 +383,37 @@ def spherical_projection(points, height: int = 64, width: int = 2048, fov_up: fl
     return RangeProjection(range=rng, xyz=xyz, remission=rem, idx=idx, px=px, py=py, unproj_range=depth)
 
 
+def rows_projection(points, rows, height: int, width: int, keep=None) -> RangeProjection:
+    """The spherical projection with each point's image row given (`rows` int [N], e.g. from a sensor's ring
+    channel) instead of computed from its elevation: columns, ranges and the points left out are
+    `spherical_projection`'s; the nearest point wins each pixel (the smallest index among equal ranges). Points whose
+    row lies outside 0..height-1 are not projected (px = py = -1)."""
+    proj = spherical_projection(points, height, width, 90.0, -90.0, keep=keep)
+    rows = np.asarray(rows)
+    n = proj.px.shape[0]
+    if rows.shape != (n,) or not np.issubdtype(rows.dtype, np.integer):
+        raise DataError(f"rows_projection: expected integer rows [{n}], got {rows.dtype} {list(rows.shape)}")
+    ok = (proj.px >= 0) & (rows >= 0) & (rows < height)
+    px = np.where(ok, proj.px, -1).astype(np.int64)
+    py = np.where(ok, rows, -1).astype(np.int64)
+    sel = np.flatnonzero(ok)
+    sel = sel[np.lexsort((sel, proj.unproj_range[sel]))]        # nearest first, then the smallest index
+    flat, first = np.unique(py[sel] * width + px[sel], return_index=True)
+    winners = sel[first]
+    pts = np.asarray(points, dtype=np.float32)
+    idx = np.full(height * width, -1, np.int32)
+    idx[flat] = winners
+    rng = np.full(height * width, -1, np.float32)
+    rng[flat] = proj.unproj_range[winners]
+    xyz = np.full((height * width, 3), -1, np.float32)
+    xyz[flat] = pts[winners, :3]
+    rem = np.full(height * width, -1, np.float32)
+    rem[flat] = pts[winners, 3] if pts.shape[1] > 3 else 0.0
+    return RangeProjection(range=rng.reshape(height, width), xyz=xyz.reshape(height, width, 3),
+                           remission=rem.reshape(height, width), idx=idx.reshape(height, width), px=px, py=py,
+                           unproj_range=proj.unproj_range)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # scan unfolding (KPRNet)
 

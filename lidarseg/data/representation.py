@@ -85,7 +85,7 @@ class RangeImage(Representation):
             augment = {"seed": int(cfg["train"]["seed"]), **d["augment"]}
         return SemanticKITTI(source.root, split, sequences=sequences, sensor=d["sensor"],
                              normalization={"mean": d["mean"], "std": d["std"]}, augmentation=augment,
-                             source=source)
+                             source=source, rows=d.get("rows", "elevation"))
 
     def collate(self, samples):
         from .dataset import collate

@@ -34,6 +34,7 @@ CHOICES = {
     "train.amp": ("none", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.non_finite": ("stop", "skip"),
+    "data.rows": ("elevation", "ring"),
 }
 
 #: keys a resume may change: they do not change what is trained (train.epochs extends or shortens the schedule)

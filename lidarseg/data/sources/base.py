@@ -128,6 +128,11 @@ class ScanSource:
     def num_points(self, item: ScanItem) -> int:
         return int(self.read_points(item).shape[0])
 
+    def read_rows(self, item: ScanItem, height: int) -> np.ndarray:
+        """Range-image row of every point from the sensor's laser index (for `data.rows: ring`), int64 [N]."""
+        raise ConfigError(f"data.rows: ring needs a laser (ring) channel; the {self.name} format has none "
+                          "(use data.rows: elevation)")
+
     # ------------------------------------------------------------------------------------------- predictions
     def prediction_path(self, pred_root, item: ScanItem) -> Path:
         raise NotImplementedError

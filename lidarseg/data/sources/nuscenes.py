@@ -178,6 +178,19 @@ class NuScenesSource(ScanSource):
     def num_points(self, item: ScanItem) -> int:
         return item.points.stat().st_size // 20
 
+    def read_rows(self, item: ScanItem, height: int) -> np.ndarray:
+        """Row = 31 - ring: the HDL-32E's lasers are numbered from the lowest elevation up (its two lowest lasers
+        are interleaved), so the top row holds ring 31. Needs a 32-row image."""
+        if height != 32:
+            raise ConfigError(f"data.rows: ring gives one row per HDL-32E laser: data.sensor.height must be 32, "
+                              f"got {height}")
+        ring = self.read_ring(item)
+        bad = (ring < 0) | (ring > 31)
+        if bad.any():
+            raise DataError(f"scan file {item.points}: ring values {np.unique(ring[bad])[:5].tolist()} outside "
+                            "0..31")
+        return 31 - ring
+
     def read_raw_labels(self, item: ScanItem, num_points: int | None = None) -> np.ndarray:
         path = Path(item.labels)
         if not path.is_file():
