@@ -180,7 +180,7 @@ def evaluate(data_root, pred_root, split: str = "valid", label_map: LabelMap | N
     result.unknown_gt = int(m[:, C].sum())
     m[0, :] += m[C, :]                 # unknown ids count as class 0, as the official LUT maps them
     m[:, 0] += m[:, C]
-    cm.matrix += m[:C, :C]
+    cm.add_counts(m[:C, :C])
     if result.unknown_pred:
         result.warnings.append(
             f"{result.unknown_pred} predicted points carry ids that are not in the learning_map of "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.io import atomic_write, atomic_write_bytes, read_label, write_label
+from .data.io import atomic_write, atomic_write_bytes, read_label
 from .data.labels import LabelMap
 from .errors import DataError
 

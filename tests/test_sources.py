@@ -26,7 +26,6 @@ def test_registry_names_and_unknown():
 
 
 def test_one_sequence_name_helper():
-    from lidarseg.data.dataset import SemanticKITTI  # noqa: F401  (the dataset uses the source's naming)
     from lidarseg.evaluation import sequence_dir
     for given in (8, "8", "08"):
         assert kitti_sequence_name(given) == "08" == sequence_dir(given)

@@ -8,7 +8,6 @@ ignored take no part; predicting 0 on a labelled point is a false negative).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import distributed
@@ -63,9 +62,7 @@ class Evaluator:
 
     def matrix(self, kind: str = "point"):
         from ..metrics import ConfusionMatrix
-        cm = ConfusionMatrix(self.c, self.ignore, convention="api")
-        cm.matrix = self.conf[kind].cpu().numpy().astype(np.int64)
-        return cm
+        return ConfusionMatrix(self.c, self.ignore, convention="api").add_counts(self.conf[kind])
 
     def summary(self, names) -> dict:
         """{"miou_<kind>": float, "acc_<kind>": float, "iou_<kind>": {class name: IoU}} for each kind."""

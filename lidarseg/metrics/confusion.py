@@ -41,6 +41,15 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.matrix[...] = 0
 
+    def add_counts(self, counts) -> "ConfusionMatrix":
+        """Add a matrix of counts int [C,C] (rows = prediction, columns = ground truth) accumulated elsewhere, e.g.
+        on a GPU during validation or with a lookup table over prediction files."""
+        counts = np.asarray(counts.cpu() if hasattr(counts, "cpu") else counts)
+        if counts.shape != self.matrix.shape:
+            raise ValueError(f"counts of shape {counts.shape}, expected {self.matrix.shape}")
+        self.matrix += counts.astype(np.int64)
+        return self
+
     def update(self, pred, gt) -> "ConfusionMatrix":
         """Add predictions and ground truth (same number of elements, ids in 0..C-1; numpy arrays or torch
         tensors on any device, counted there with bincount)."""
