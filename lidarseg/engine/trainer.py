@@ -487,12 +487,15 @@ class Trainer:
         return metrics
 
     def _images(self, logits, target, batch) -> dict:
+        """TensorBoard panels of the batch's first scan; the weight panel comes from the first loss module that
+        offers the `image_weights(logits, target) -> [B,H,W]` hook (e.g. the subclassified loss)."""
         from ..visualize import panels
-        from ..losses import find_subclassified
         weights = None
-        sub = find_subclassified(self.loss_fn)
-        if sub is not None:
-            weights = sub.weights(logits[:1], target[:1])[0].float().cpu().numpy()
+        for module in self.loss_fn.modules():
+            hook = getattr(module, "image_weights", None)
+            if callable(hook):
+                weights = hook(logits[:1], target[:1])[0].float().cpu().numpy()
+                break
         return panels(self.label_map, batch["input"][0, 0].numpy(), batch["mask"][0].numpy(),
                       logits[0].argmax(0).cpu().numpy(), batch["label"][0].numpy(), weights)
 

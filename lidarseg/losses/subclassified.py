@@ -610,6 +610,10 @@ class SubclassifiedLoss(nn.Module):
                 w.clamp_(max=self.max_weight)
         return w
 
+    def image_weights(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The hook the trainer calls for its TensorBoard panels: this loss's per-pixel weight map (`weights`)."""
+        return self.weights(logits, target)
+
     def weights(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Detached float32 per-pixel weight map: [B,H,W] for [B,C,H,W] logits, [B,N] for [B,C,N] point logits.
         In normalize='valid' mode ignored pixels get weight 0."""
