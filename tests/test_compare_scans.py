@@ -104,8 +104,8 @@ def test_bad_input_names_the_file(tmp_path):
     trunc = tmp_path / "trunc"
     trunc.mkdir()
     (trunc / "000000.bin").write_bytes(np.ones((10, 4), np.float32).tobytes()[:-6])
-    with pytest.raises(DataError, match=r"000000\.bin.*not a multiple of 16"):
-        scan_set_stats(trunc)
+    with pytest.raises(DataError, match=r"000000\.bin.*not a positive multiple of 16"):
+        find_scans(trunc)
     bad_npy = tmp_path / "npy"
     bad_npy.mkdir()
     np.save(bad_npy / "a.npy", np.ones((10, 3), np.float32))
@@ -114,3 +114,4 @@ def test_bad_input_names_the_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         find_scans(tmp_path / "missing")
     assert main(["compare-scans", str(empty), str(trunc)]) == 2
+    assert main(["compare-scans", str(mixed), str(empty), "--azimuth-crop", "0"]) == 2

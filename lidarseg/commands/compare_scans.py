@@ -17,11 +17,16 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..data.compare import compare_table, scan_set_stats, write_json, write_png
+    from ..data.compare import compare_table, find_scans, scan_set_stats, write_json, write_png
+    from ..errors import ConfigError
 
+    if args.azimuth_crop is not None and not 0 < args.azimuth_crop <= 180:
+        raise ConfigError(f"--azimuth-crop must be in (0, 180] degrees, got {args.azimuth_crop}")
     names = tuple(args.names) if args.names else ("A", "B")
-    a = scan_set_stats(args.a, max_scans=args.max_scans, azimuth_crop=args.azimuth_crop)
-    b = scan_set_stats(args.b, max_scans=args.max_scans, azimuth_crop=args.azimuth_crop)
+    items_a = find_scans(args.a, args.max_scans)   # both inputs checked before any statistics are computed
+    items_b = find_scans(args.b, args.max_scans)
+    a = scan_set_stats(items_a, azimuth_crop=args.azimuth_crop)
+    b = scan_set_stats(items_b, azimuth_crop=args.azimuth_crop)
     print(compare_table(a, b, names), end="")
     js = write_json(args.json or "compare-scans.json", a, b)
     png = write_png(args.png or "compare-scans.png", a, b, names)
