@@ -86,8 +86,9 @@ def check_writable(path) -> Path:
 
 
 def check_exportable(model: torch.nn.Module) -> torch.nn.Module:
-    mode = getattr(model, "input_mode", "range")
-    if mode != "range":
+    from .data.representation import representation_of
+    mode = representation_of(model).name
+    if mode != "range":  # the ONNX graph takes the range representation's input [B,5,H,W]
         raise ConfigError(f"export supports range-image networks (input_mode 'range': RangeNet, CENet, SalsaNext); "
                           f"this model ({type(model).__name__}) has input_mode {mode!r}: KPRNet's KPConv point head "
                           f"gathers per-point neighbours with data-dependent indices and is not exportable to ONNX")

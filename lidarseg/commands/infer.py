@@ -90,10 +90,12 @@ def run(args) -> int:
     split = None if args.scans else args.split
     knn = cfg["postproc"]["knn"] if args.knn is None else args.knn
     p = cfg["postproc"]
-    mode = getattr(model, "input_mode", "range")
+    from ..data.representation import representation_of
+    rep = representation_of(model)
+    mode = rep.name
     knn_text = (f"on (k={p['k']}, search={p['search']}, sigma={p['sigma']}, cutoff={p['cutoff']})" if knn
                 else "off (each point takes its pixel's label)")
-    if mode != "range":
+    if not rep.image_output:
         knn_text = "not used (the network predicts every point)"
     print(f"checkpoint {args.checkpoint}: {cfg['model']['name']}, {mode} input, device {device}; KNN {knn_text}")
     writer = writer_info(args.checkpoint, cfg, knn, mode)
