@@ -9,6 +9,7 @@ import torch
 
 from .. import DEFAULT_DATA_ROOT, PROJECT_ROOT
 from ..data.labels import LabelMap
+from ..errors import ConfigError
 
 
 def _path(p) -> Path:
@@ -68,6 +69,9 @@ def dataset(cfg: dict, which: str, representation, lm: LabelMap, split: str | No
     if train is None:
         train = which == "train"
     src = source if source is not None else scan_source(cfg, lm)
+    if which != "infer" and not src.has_splits:
+        raise ConfigError(f"data.format {src.name}: training and validation need labelled splits; a folder of "
+                          "scans is for `lidarseg infer --scans`")
     if sequences is None and split is not None and src.has_splits and isinstance(d["sequences"], dict):
         sequences = d["sequences"].get(split)
     ds = rep.dataset(cfg, src, split, sequences, train)
