@@ -101,3 +101,22 @@ def test_every_registered_loss_builds_and_runs_on_points():
         loss = build_loss(name)
         v = loss(s[:, :, 0], y[:, 0])
         assert torch.isfinite(v) and list(loss.last_terms) == [name]
+
+
+def test_options_come_from_the_constructors_and_ignore_from_the_label_map():
+    import inspect
+
+    from lidarseg.losses.builder import loss_options
+    for name, (cls, overrides) in LOSSES.items():
+        params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                  if k != "self" and p.default is not p.empty}
+        assert {k: v[0] for k, v in loss_options(name).items()} == {**params, **overrides}
+    assert loss_options("wce")["class_weight"][0] == "content"
+    lm = LabelMap({"labels": {0: "a", 1: "b", 2: "c"}, "color_map": {0: [0, 0, 0]}, "content": {0: 1.0},
+                   "learning_map": {0: 0, 1: 1, 2: 2}, "learning_map_inv": {0: 0, 1: 1, 2: 2},
+                   "learning_ignore": {0: False, 1: False, 2: True}})
+    assert build_loss("ce", label_map=lm).ignore_index == 2
+    assert build_loss({"name": "ce", "ignore_index": 0}, label_map=lm).ignore_index == 0
+    assert build_loss("ce").ignore_index == 0
+    with pytest.raises(ConfigError, match="theta0 must be an integer"):
+        build_loss({"name": "boundary", "theta0": 2.5})

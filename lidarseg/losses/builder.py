@@ -20,27 +20,46 @@ from .baselines import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCross
 from .boundary import BoundaryLoss
 from .subclassified import SubclassifiedLoss
 
-__all__ = ["build_loss", "WeightedSumLoss", "find_subclassified", "LOSSES"]
+__all__ = ["build_loss", "WeightedSumLoss", "find_subclassified", "LOSSES", "loss_options"]
 
 _CW = "class_weight"
-#: name -> (class, {option: default}); class_weight accepts null, "content" (RangeNet++ weights from the label
-#: config) or a list of C numbers.
+#: name -> (class, {option: value} where the name's default differs from the class constructor's). Every other
+#: option, its default and its type come from the constructor (`loss_options`). class_weight accepts null,
+#: "content" (RangeNet++ weights from the label config) or a list of C numbers.
 LOSSES = {
-    "ce": (CrossEntropyLoss, {_CW: None, "ignore_index": 0}),
-    "wce": (CrossEntropyLoss, {_CW: "content", "ignore_index": 0}),
-    "lovasz": (LovaszSoftmaxLoss, {"classes": "present", "ignore_index": 0}),
-    "focal": (FocalLoss, {"gamma": 2.0, _CW: None, "ignore_index": 0}),
-    "ohem": (OhemCrossEntropy, {"thresh": 0.9, "min_kept": 10000, _CW: None, "ignore_index": 0}),
-    "boundary": (BoundaryLoss, {"theta0": 3}),
-    "subclassified": (SubclassifiedLoss, {
-        "threshold": 0.98, "eps": 10.0, "power": 0.5, "max_weight": 10.0, "ref_stride": 8, "query_stride": 4,
-        "similarity_input": "logits", "normalize": "valid", _CW: None, "ignore_index": 0, "chunk": 64,
-        "max_pairs": 1 << 22, "cpu_threads": 1, "path": "auto",
-        "compile_dense": False}),
+    "ce": (CrossEntropyLoss, {}),
+    "wce": (CrossEntropyLoss, {_CW: "content"}),
+    "lovasz": (LovaszSoftmaxLoss, {}),
+    "focal": (FocalLoss, {}),
+    "ohem": (OhemCrossEntropy, {}),
+    "boundary": (BoundaryLoss, {}),
+    "subclassified": (SubclassifiedLoss, {}),
 }
-_FLOAT_KEYS = {"threshold", "eps", "power", "max_weight", "gamma", "thresh"}
-_INT_KEYS = {"ref_stride", "query_stride", "min_kept", "ignore_index", "chunk", "max_pairs", "cpu_threads"}
-_NULLABLE = {"max_weight", "ignore_index", "cpu_threads", _CW}
+
+
+def loss_options(name: str) -> dict:
+    """{option: (default, type, nullable)} of loss `name`, read from its class constructor: the keyword arguments
+    and their defaults (with the name's overrides), the type a configured value must have from the annotation
+    (`float`: any real number, `int`: an integer; others unchecked here, the constructor checks them) or, for an
+    unannotated argument, from its default, which then also accepts null."""
+    import inspect
+    cls, overrides = LOSSES[name]
+    out = {}
+    for key, p in inspect.signature(cls.__init__).parameters.items():
+        if key == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
+            continue
+        default = overrides.get(key, p.default)
+        ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        if p.annotation is p.empty:
+            kind = (None if isinstance(p.default, bool) or p.default is None else
+                    float if isinstance(p.default, float) else int if isinstance(p.default, int) else None)
+            nullable = True
+        else:
+            parts = {t.strip() for t in str(ann).split("|")}
+            kind = float if "float" in parts else int if "int" in parts else None
+            nullable = "None" in parts
+        out[key] = (default, kind, nullable)
+    return out
 
 
 class WeightedSumLoss(nn.Module):
@@ -96,20 +115,28 @@ def _class_weight(value, where, label_map, num_classes=None):
     raise ConfigError(f"{where}: class_weight must be null, 'content' or a list of numbers, got {value!r}")
 
 
-def _check_value(key, value, where):
-    if value is None and key in _NULLABLE:
+def _check_value(key, value, where, kind, nullable):
+    if value is None and nullable:
         return value
-    if key in _FLOAT_KEYS:
+    if kind is float:
         if isinstance(value, str) and value.strip().lower() in ("-inf", "inf", "+inf", "-.inf", ".inf"):
             return float(value.replace(".", ""))
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
         return float(value)
-    if key in _INT_KEYS:
+    if kind is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
         return int(value)
     return value
+
+
+def _ignore_index(label_map, where: str):
+    """The train id the label config ignores (learning_ignore), or None when it ignores none."""
+    if len(label_map.ignore) > 1:
+        raise ConfigError(f"{where}: the label config {label_map.source} ignores classes {label_map.ignore}; the "
+                          "losses take one ignore_index: set it explicitly")
+    return label_map.ignore[0] if label_map.ignore else None
 
 
 def _build_one(cfg: dict, where: str, label_map, allow_weight: bool):
@@ -120,15 +147,18 @@ def _build_one(cfg: dict, where: str, label_map, allow_weight: bool):
     name = cfg["name"]
     if name not in LOSSES:
         raise ConfigError(f"{where}: unknown loss name {name!r}; valid names: {sorted(LOSSES)}")
-    cls, defaults = LOSSES[name]
+    cls = LOSSES[name][0]
+    options = loss_options(name)
     extra = {"name", "weight"} if allow_weight else {"name"}
-    unknown = sorted(set(cfg) - set(defaults) - extra)
+    unknown = sorted(set(cfg) - set(options) - extra)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown} for loss {name!r}; valid keys: "
-                          f"{sorted(set(defaults) | extra)}")
-    opts = dict(defaults)
+                          f"{sorted(set(options) | extra)}")
+    opts = {k: v[0] for k, v in options.items()}
+    if "ignore_index" in options and "ignore_index" not in cfg and label_map is not None:
+        opts["ignore_index"] = _ignore_index(label_map, f"{where} ({name})")
     opts.update({k: v for k, v in cfg.items() if k not in extra})
-    opts = {k: _check_value(k, v, f"{where} ({name})") for k, v in opts.items()}
+    opts = {k: _check_value(k, v, f"{where} ({name})", *options[k][1:]) for k, v in opts.items()}
     if _CW in opts:
         opts[_CW] = _class_weight(opts[_CW], f"{where} ({name})", label_map)
     weight = cfg.get("weight", 1.0)
@@ -145,7 +175,8 @@ def _build_one(cfg: dict, where: str, label_map, allow_weight: bool):
 def build_loss(cfg, label_map=None) -> nn.Module:
     """Build a loss from a name, a mapping {name, ...options} or a list of {name, weight, ...options} terms.
 
-    label_map (a lidarseg LabelMap) supplies `class_weight: content`; without it the default label config is read.
+    label_map (a lidarseg LabelMap) supplies `class_weight: content` (without it the default label config is read)
+    and the default `ignore_index` (its ignored class; without it the constructors' 0).
     A single loss is returned as its module; a list as a WeightedSumLoss (also a list of one term)."""
     if isinstance(cfg, str):
         cfg = {"name": cfg}
