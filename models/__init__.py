@@ -39,28 +39,20 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 DEFAULT_IN_CHANNELS = {"rangenet21": 5, "rangenet53": 5, "kprnet": 2, "cenet": 5, "salsanext": 5}
 
 
-def register_model(name: str):
-    """Decorator / function registering a builder `fn(num_classes, in_channels, **options) -> nn.Module`."""
+def register_model(name: str, model_class: type | None = None):
+    """Decorator registering a builder `fn(num_classes, in_channels, **options) -> nn.Module` under `name`, where
+    the network is defined (timm / torchvision style). `model_class`: the class the builder forwards its options to
+    (its constructor's keywords are the valid options)."""
     def deco(fn):
+        if model_class is not None:
+            fn.model_class = model_class
         MODELS[name] = fn
         return fn
     return deco
 
 
-def _register_defaults():
-    from . import cenet, kprnet, rangenet, salsanext
-    register_model("rangenet21")(rangenet.rangenet21)
-    register_model("rangenet53")(rangenet.rangenet53)
-    register_model("kprnet")(kprnet.kprnet)
-    rangenet.rangenet21.model_class = rangenet.rangenet53.model_class = rangenet.RangeNet
-    kprnet.kprnet.model_class = kprnet.KPRNet
-    register_model("cenet")(cenet.cenet)
-    register_model("salsanext")(salsanext.salsanext)
-    cenet.cenet.model_class = cenet.CENet
-    salsanext.salsanext.model_class = salsanext.SalsaNext
-
-
-_register_defaults()
+# the network families; importing them registers their builders
+from . import cenet, kprnet, rangenet, salsanext  # noqa: E402,F401
 
 
 def main_logits(output):

@@ -37,6 +37,8 @@ from torch import nn
 
 from lidarseg.errors import ConfigError
 
+from . import register_model
+
 __all__ = ["CENet", "cenet", "ACTIVATIONS", "CENET_LAYERS"]
 
 CENET_LAYERS = (3, 4, 6, 3)
@@ -140,6 +142,7 @@ class CENet(nn.Module):
         return logits
 
 
+@register_model("cenet", model_class=CENet)
 def cenet(num_classes: int = 20, in_channels: int = 5, **options) -> CENet:
     """CENet (ResNet-34 pipeline); options: aux_heads, act, width, layers."""
     return CENet(num_classes, in_channels, **options)

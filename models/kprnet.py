@@ -36,6 +36,7 @@ from torch import nn
 
 from lidarseg.errors import ConfigError
 
+from . import register_model
 from .kpconv import KPConv
 
 __all__ = ["Bottleneck", "ResNeXt", "ASPP", "DeepLabHead", "KPClassifier", "KPRNet", "kprnet", "BACKBONES"]
@@ -281,6 +282,7 @@ class KPRNet(nn.Module):
         return (logits, pts) if return_features else logits
 
 
+@register_model("kprnet", model_class=KPRNet)
 def kprnet(num_classes: int = 19, in_channels: int = 2, **options) -> KPRNet:
     """KPRNet with ResNeXt-101 32x16d (213,186,496 parameters for 19 classes, 2 input channels).
 

@@ -42,6 +42,8 @@ from torch import nn
 
 from lidarseg.errors import ConfigError
 
+from . import register_model
+
 __all__ = ["BasicBlock", "DarknetEncoder", "DarknetDecoder", "RangeNet", "rangenet21", "rangenet53",
            "MODEL_BLOCKS", "BASE_CHANNELS"]
 
@@ -220,11 +222,13 @@ class RangeNet(nn.Module):
         return (logits, feats.contiguous()) if return_features else logits
 
 
+@register_model("rangenet21", model_class=RangeNet)
 def rangenet21(num_classes: int = 20, in_channels: int = 5, **options) -> RangeNet:
     """RangeNet21 (Darknet21 blocks [1,1,2,2,1]); 24,712,980 parameters for 20 classes, 5 channels."""
     return RangeNet(num_classes, in_channels, depth=21, **options)
 
 
+@register_model("rangenet53", model_class=RangeNet)
 def rangenet53(num_classes: int = 20, in_channels: int = 5, **options) -> RangeNet:
     """RangeNet53 (Darknet53 blocks [1,2,8,8,4]); 50,377,364 parameters for 20 classes, 5 channels."""
     return RangeNet(num_classes, in_channels, depth=53, **options)

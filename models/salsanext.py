@@ -33,6 +33,8 @@ from torch import nn
 
 from lidarseg.errors import ConfigError
 
+from . import register_model
+
 __all__ = ["SalsaNext", "salsanext", "DEFAULT_DROPOUT"]
 
 DEFAULT_DROPOUT = 0.2
@@ -179,6 +181,7 @@ class SalsaNext(nn.Module):
         return self.logits(u)
 
 
+@register_model("salsanext", model_class=SalsaNext)
 def salsanext(num_classes: int = 20, in_channels: int = 5, **options) -> SalsaNext:
     """SalsaNext; options: width, dropout."""
     return SalsaNext(num_classes, in_channels, **options)
