@@ -180,6 +180,8 @@ def _copy(src, dst):
                  r"'vehicle\.ego'"),
     ("record", r"sample_data .* \(scene-0003\): no record in .*lidarseg\.json"),
     ("scan", r"\.pcd\.bin: size 7 bytes is not a positive multiple of 20"),
+    ("unknown", r"raw label ids \[40\] \(1 points\) in .*_lidarseg\.bin are not in the learning_map of "
+                r".*nuscenes\.yaml"),
 ])
 def test_nuscenes_bad_input(nuscenes_root, tmp_path, case, match):
     root = _copy(nuscenes_root, tmp_path / "nu")
@@ -197,6 +199,10 @@ def test_nuscenes_bad_input(nuscenes_root, tmp_path, case, match):
     elif case == "record":
         recs = json.loads((v / "lidarseg.json").read_text())
         (v / "lidarseg.json").write_text(json.dumps([r for r in recs if r["sample_data_token"] != item.token]))
+    elif case == "unknown":
+        labels = np.fromfile(item.labels, np.uint8)
+        labels[0] = 40          # no category has index 40
+        item.labels.write_bytes(labels.tobytes())
     else:
         item.points.write_bytes(b"1234567")
     src = build_source("nuscenes", root)
