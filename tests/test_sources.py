@@ -264,3 +264,18 @@ def test_nuscenes_rows_by_ring(nuscenes_root):
     poss = build_source("semantic-poss", nuscenes_root.parent)
     with pytest.raises(ConfigError, match="the semantic-poss format has none"):
         poss.read_rows(None, 40)
+
+
+def test_synthetic_writers_refuse_an_existing_dataset(tmp_path, capsys):
+    from lidarseg.cli import main
+    out = tmp_path / "nu"
+    assert main(["synth", "--format", "nuscenes", "--out", str(out), "--scans", "1", "--azimuth-steps", "64"]) == 0
+    assert main(["synth", "--format", "nuscenes", "--out", str(out), "--scans", "2", "--azimuth-steps", "64"]) == 2
+    assert "already holds a nuScenes dataset" in capsys.readouterr().err
+    assert len(build_source("nuscenes", out).items("valid")) == 1   # the first generation, untouched
+    poss = tmp_path / "poss"
+    (poss / "sequences").mkdir(parents=True)
+    assert main(["synth", "--format", "semantic-poss", "--out", str(poss), "--scans", "1"]) == 2
+    assert "already holds sequences/" in capsys.readouterr().err
+    assert main(["synth", "--format", "semantic-poss", "--out", str(poss), "--faults", "nan=1"]) == 2
+    assert "--faults: only for --format semantic-kitti" in capsys.readouterr().err

@@ -153,6 +153,9 @@ class SemanticPOSSSource(SemanticKITTISource):
         seqs = [int(s) for s in (sequences if sequences is not None else range(6))]
         n = int(scans or 3)
         out = Path(out)
+        if (out / "sequences").exists():
+            raise ConfigError(f"{out} already holds sequences/: writing into it would mix two generations; choose "
+                              "another --out or delete it")
         for seq in seqs:
             d = out / "sequences" / f"{seq:02d}"
             for i in range(n):

@@ -289,6 +289,9 @@ def write_synthetic(out, scenes=None, scans=None, seed: int = 0, azimuth_steps=N
     from .synthetic import TO_NUSCENES, class_lut, simulate
     from ..labels import LabelMap
     from ... import CONFIG_DIR
+    if (Path(out) / version).exists() or (Path(out) / "samples").exists():
+        raise ConfigError(f"{out} already holds a nuScenes dataset ({version} or samples/): writing into it would mix "
+                          "two generations; choose another --out or delete it")
     lm = LabelMap.from_yaml(CONFIG_DIR / NuScenesSource.label_config)
     lut = class_lut(TO_NUSCENES)
     scenes = list(scenes or SYNTHETIC_SCENES)
