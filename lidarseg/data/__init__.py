@@ -1,12 +1,16 @@
 """The data layer: scan files -> points -> range images -> batches.
 
-Modules: `io` (readers/writers), `labels` (LabelMap), `projection` (spherical projection, scan unfolding),
-`dataset` (SemanticKITTI Dataset and collate), `augment` (point augmentation), `stats` (dataset statistics),
+Modules: `sources` (datasets by name: layout, readers, label config, prediction format), `representation`
+(input families by name: samples, collate, forward inputs, logits -> points), `io` (readers/writers), `labels`
+(LabelMap), `projection` (spherical projection, scan unfolding), `dataset` (range-image Dataset and collate), `augment` (point augmentation), `stats` (dataset statistics),
 `synthetic` (the synthetic SemanticKITTI-format generator), `kprnet` (KPRNet's input pipeline).
 """
 import importlib
 
 _EXPORTS = {
+    "build_source": "sources", "ScanSource": "sources", "ScanItem": "sources",
+    "representation_of": "representation", "get_representation": "representation",
+    "read_points_file": "io", "rows_projection": "projection",
     "read_scan": "io", "read_label": "io", "split_label": "io", "join_label": "io",
     "write_scan": "io", "write_label": "io", "atomic_write": "io", "atomic_write_bytes": "io",
     "LabelMap": "labels",
