@@ -21,6 +21,21 @@ def kitti_sequence_name(seq) -> str:
     raise ConfigError(f"sequences: expected integers or names like '08', got {seq!r}")
 
 
+def kitti_sequence_dir(root, sequence) -> Path:
+    """root/sequences/NN"""
+    return Path(root) / "sequences" / kitti_sequence_name(sequence)
+
+
+def kitti_scan_path(root, sequence, index: int) -> Path:
+    """root/sequences/NN/velodyne/NNNNNN.bin of scan number `index`."""
+    return kitti_sequence_dir(root, sequence) / "velodyne" / f"{int(index):06d}.bin"
+
+
+def kitti_label_path(root, sequence, index: int) -> Path:
+    """root/sequences/NN/labels/NNNNNN.label of scan number `index`."""
+    return kitti_sequence_dir(root, sequence) / "labels" / f"{int(index):06d}.label"
+
+
 def kitti_prediction_path(pred_root, sequence: str, scan: str) -> Path:
     return Path(pred_root) / "sequences" / sequence / "predictions" / f"{scan}.label"
 
@@ -58,7 +73,7 @@ class SemanticKITTISource(ScanSource):
         items = []
         for seq in sequences:
             name = self.sequence_name(seq)
-            seq_dir = root / "sequences" / name
+            seq_dir = kitti_sequence_dir(root, name)
             velo = seq_dir / "velodyne"
             if not seq_dir.is_dir():
                 raise DataError(f"no scans in {velo}: sequence directory not found: {seq_dir}")
@@ -157,13 +172,13 @@ class SemanticPOSSSource(SemanticKITTISource):
             raise ConfigError(f"{out} already holds sequences/: writing into it would mix two generations; choose "
                               "another --out or delete it")
         for seq in seqs:
-            d = out / "sequences" / f"{seq:02d}"
+            d = kitti_sequence_dir(out, seq)
             for i in range(n):
                 points, sem = simulate(seq, i, n, seed, "pandora-40", azimuth_steps)
                 points = points.copy()
                 points[:, 3] = np.round(points[:, 3] * 255.0)
-                write_scan(d / "velodyne" / f"{i:06d}.bin", points)
-                write_label(d / "labels" / f"{i:06d}.label", lut[sem])
+                write_scan(kitti_scan_path(out, seq, i), points)
+                write_label(kitti_label_path(out, seq, i), lut[sem])
             if log:
                 log(f"wrote {d}: {n} scans")
         return {f"{s:02d}": n for s in seqs}

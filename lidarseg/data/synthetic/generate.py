@@ -16,6 +16,7 @@ import numpy as np
 from ... import DEFAULT_DATA_ROOT
 from ...errors import ConfigError
 from ..io import atomic_write_bytes, write_label, write_scan
+from ..sources.kitti import kitti_label_path, kitti_scan_path, kitti_sequence_dir
 from . import raycast
 from .remission import RemissionModel, detection_signal, material_gains, remission
 from .scene import (MAT, MAT_DROPOUT, MAT_REMISSION_STD, MATERIALS, OUTLIER, ROAD, Scene,
@@ -349,7 +350,7 @@ def generate(out_dir=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 
     for seq, n in counts.items():
         t_seq = time.perf_counter()
         sim = ScanSimulator(seq, n, seed, sen, frame_step, fl)
-        sdir = root / "sequences" / f"{seq:02d}"
+        sdir = kitti_sequence_dir(root, seq)
         with_labels = test_labels or seq not in TEST_SEQUENCES
         _remove_stale(sdir, n, with_labels)
         pose0_inv = np.linalg.inv(sim.pose(0))
@@ -357,9 +358,9 @@ def generate(out_dir=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 
         poses, times, npts = [], [], 0
         for i in range(n):
             points, labels = sim.scan(i)
-            write_scan(sdir / "velodyne" / f"{i:06d}.bin", points)
+            write_scan(kitti_scan_path(root, seq, i), points)
             if with_labels:
-                write_label(sdir / "labels" / f"{i:06d}.label", labels)
+                write_label(kitti_label_path(root, seq, i), labels)
                 label_counts += np.bincount(labels & 0xFFFF, minlength=1 << 16)
             cam = _TR @ (pose0_inv @ sim.pose(i)) @ tr_inv
             poses.append(" ".join(f"{v:.6e}" for v in cam[:3].ravel()))
