@@ -25,7 +25,7 @@ def one_step(root, tmp_path, name, *extra):
     """(loss, parameters after the step, grad norm) of one optimizer step of the real Trainer."""
     cfg = load_config(None, [*TINY, f"data.root={root}", *extra])
     t = Trainer(cfg, tmp_path / name, distributed.init("cuda"), log=lambda *a, **k: None)
-    t.initial = {k: v.detach().float().cpu() for k, v in t.model.named_parameters()}
+    t.initial = {k: v.detach().float().cpu().clone() for k, v in t.model.named_parameters()}
     t.fit()
     params = {k: v.detach().float().cpu() for k, v in t.model.named_parameters()}
     return t.epoch_loss, params, t
