@@ -279,7 +279,8 @@ def markdown(data: dict) -> str:
         for stage, v in inf["seconds_per_scan"].items():
             v = v[1:] if len(v) > 1 else v
             parts.append(f"{stage} {1000 * statistics.median(v):.1f} ms")
-        lines += ["", "`lidarseg infer` per scan on CUDA (median, first scan left out): " + ", ".join(parts) + "."]
+        lines += ["", f"`lidarseg infer` per scan on {env.get('device', '?')} (median, first scan left out): "
+                  + ", ".join(parts) + "."]
     return "\n".join(lines) + "\n"
 
 
