@@ -255,8 +255,8 @@ def test_sensor_is_tilted_per_scan_within_the_configured_range():
     def road_z(sensor):
         pts, lab = generate_scan(8, 1, sensor=sensor, azimuth_steps=512)
         x, y = pts[:, 0], pts[:, 1]
-        sel = ((lab & 0xFFFF) == 40) & (np.abs(y) < 2)
-        return np.polyfit(x[sel & (np.abs(x) > 4) & (np.abs(x) < 20)], pts[sel & (np.abs(x) > 4) & (np.abs(x) < 20), 2], 1)
+        sel = ((lab & 0xFFFF) == 40) & (np.abs(y) < 2) & (np.abs(x) > 4) & (np.abs(x) < 20)
+        return np.polyfit(x[sel], pts[sel, 2], 1)
 
     slope, icpt = road_z({"roll_std": 0.0, "pitch_std": 0.0})
     assert abs(slope) < 0.005 and abs(icpt + 1.73) < 0.05

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 
 def add_arguments(parser):
-    parser.add_argument("a", metavar="A", help="dataset root (sequences/NN/velodyne), folder of .bin/.npy scans, or a file")
+    parser.add_argument("a", metavar="A",
+                        help="dataset root (sequences/NN/velodyne), folder of .bin/.npy scans, or a file")
     parser.add_argument("b", metavar="B", help="the second set, as A")
     parser.add_argument("--names", nargs=2, default=None, metavar=("NAME_A", "NAME_B"), help="column names")
     parser.add_argument("--max-scans", type=int, default=20, help="at most N scans per side, spread evenly (20)")

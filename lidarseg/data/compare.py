@@ -128,8 +128,9 @@ def _ring_stats(pts: np.ndarray, width: int) -> dict:
 def scan_set_stats(source, max_scans: int | None = None, width: int = 2048, height: int = 64,
                    fov_up: float = 3.0, fov_down: float = -25.0, azimuth_crop: float | None = None) -> dict:
     """Statistics of the scans of `source` (a path, or the list `find_scans` returned; see module docstring) as a
-    JSON-ready dict, plus private arrays under "_arrays" for plotting. azimuth_crop: keep only points within +-azimuth_crop degrees of the front (to compare
-    with front-view data); ring and shadow figures are then left out."""
+    JSON-ready dict, plus private arrays under "_arrays" for plotting. azimuth_crop: keep only points within
+    +-azimuth_crop degrees of the front (to compare with front-view data); ring and shadow figures are then left
+    out."""
     items = source if isinstance(source, list) else find_scans(source, max_scans)
     rng_all, z_all, rem_all, lab_all = [], [], [], []
     npts, row_fill, shared, filled = [], [], [], []
@@ -175,7 +176,8 @@ def scan_set_stats(source, max_scans: int | None = None, width: int = 2048, heig
     rem = np.concatenate(rem_all)
     fill_rows = np.mean(row_fill, axis=0)
     out = {
-        "source": str(source if not isinstance(source, list) else items[0][0].parent), "scans": len(items), "labelled_scans": sum(x is not None for x in lab_all),
+        "source": str(source if not isinstance(source, list) else items[0][0].parent), "scans": len(items),
+        "labelled_scans": sum(x is not None for x in lab_all),
         "azimuth_crop_deg": azimuth_crop, "image": [height, width], "fov_deg": [fov_up, fov_down],
         "points_per_scan": float(np.mean(npts)),
         "image_filled": float(np.mean(filled) / (height * width)),

@@ -1,6 +1,8 @@
-"""numba ray casting of one spinning-LiDAR sweep against analytic primitives (sensor frame, metres).
+"""numba ray casting of one spinning-LiDAR sweep against analytic primitives (level frame of the scan, metres).
 
-Primitives (`geom` float64 [P, NGEOM], already moved into the sensor frame):
+Each ray has its own origin (laser offsets, motion during the sweep) and direction (per-laser calibration, roll and
+pitch); `column_candidates` bins the primitives by azimuth so that a ray tests only those of its bin.
+Primitives (`geom` float64 [P, NGEOM], already moved into the level frame of the scan):
   cx, cy, cz (centre), hx, hy, hz (half sizes / radii), cos, sin (yaw about +z), mfp, transmit.
 Types: BOX (oriented box), CYLINDER (vertical elliptic cylinder, radii hx, hy, half height hz), ELLIPSOID.
 mfp > 0 makes a primitive porous (foliage, hedges): a ray passes it with probability `transmit`, otherwise it

@@ -139,10 +139,6 @@ class SensorConfig:
         """This unit's per-laser calibration (deterministic in `calibration_seed`)."""
         return LaserCalibration.draw(self)
 
-    def elevations_deg(self) -> np.ndarray:
-        """Calibrated beam elevations in degrees [beams] (top first, strictly decreasing)."""
-        return self.calibration().elevation
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["vert_offset"] = list(self.vert_offset)
