@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from .augment import PointAugmentation, rng_for
+from .mixing import SceneMixing, split_augment_config
 from .projection import SensorGeometry, normalised_input, rows_projection, spherical_projection
 from .sources import ScanSource, build_source
 
@@ -56,7 +57,8 @@ class SemanticKITTI(Dataset):
     over `root`; sensor None = the source's default geometry. rows: "elevation" (RangeNet++'s projection) or "ring"
     (each point's row from the source's laser index: `ScanSource.read_rows`, nuScenes). sequences: overrides the split's sequence list. sensor: SensorGeometry, preset name or dict (height,
     width, fov_up, fov_down). normalization: {mean, std} (5 values each; RangeNet++'s by default).
-    augmentation: PointAugmentation or its config dict (None = off). labels: read labels (None = all splits except
+    augmentation: PointAugmentation or its config dict (None = off; the dict may hold the scene-mixing parts of
+    `lidarseg.data.mixing`). labels: read labels (None = all splits except
     "test"). unknown_labels: "error" or "zero" for raw ids missing from the learning_map. parallel: numba threads
     for the projection (never inside DataLoader workers).
     """
@@ -78,10 +80,14 @@ class SemanticKITTI(Dataset):
             raise ConfigError(f"rows: expected 'elevation' or 'ring', got {rows!r}")
         self.rows = rows
         self.mean, self.std = parse_normalization(normalization)
+        self.mixing = None
         if augmentation is None or isinstance(augmentation, PointAugmentation):
             self.augmentation = augmentation
         else:
-            self.augmentation = PointAugmentation(augmentation)
+            point_cfg, mix_cfg = split_augment_config(augmentation)
+            self.augmentation = PointAugmentation(point_cfg)
+            if mix_cfg:
+                self.mixing = SceneMixing(mix_cfg, self.sensor)
         if unknown_labels not in ("error", "zero"):
             raise ConfigError(f"unknown_labels: expected 'error' or 'zero', got {unknown_labels!r}")
         self.unknown_labels = unknown_labels
@@ -115,6 +121,17 @@ class SemanticKITTI(Dataset):
         points = self.source.read_points(item)
         return points, self.source.read_train_labels(item, points.shape[0], unknown=self.unknown_labels)
 
+    def _mix(self, points, labels, rows, rng):
+        """Scene mixing with a partner scan of this split drawn from the sample's stream `rng`."""
+        partner = partner_rows = None
+        if self.mixing.needs_partner:
+            j = int(rng.integers(len(self)))
+            partner = self.load(j)
+            if rows is not None:
+                partner_rows = self.source.read_rows(self.items[j], self.sensor.height)
+        out = self.mixing(points, labels, rng, partner=partner, rows=rows, partner_rows=partner_rows)
+        return out.points, out.labels, out.rows
+
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"scan index {index} out of range for {len(self)} scans")
@@ -122,12 +139,17 @@ class SemanticKITTI(Dataset):
         item = self.items[index]
         seq, stem = item.sequence, item.scan
         points, point_labels = self.load(index)
-        keep = None
-        if self.augmentation is not None and self.augmentation.active:
-            points, keep = self.augmentation(points, self._rng(index))
         g = self.sensor
+        rows = self.source.read_rows(item, g.height) if self.rows == "ring" else None
+        keep = None
+        if self.augmentation is not None and (self.augmentation.active or self.mixing is not None):
+            rng = self._rng(index)
+            if self.mixing is not None:
+                points, point_labels, rows = self._mix(points, point_labels, rows, rng)
+            if self.augmentation.active:
+                points, keep = self.augmentation(points, rng)
         if self.rows == "ring":
-            proj = rows_projection(points, self.source.read_rows(item, g.height), g.height, g.width, keep=keep)
+            proj = rows_projection(points, rows, g.height, g.width, keep=keep)
         else:
             proj = spherical_projection(points, g.height, g.width, g.fov_up, g.fov_down, keep=keep,
                                         parallel=self.parallel)

@@ -206,6 +206,8 @@ class KPRNetDataset(torch.utils.data.Dataset):
     KPRNetDataset(root, split, label_map=None, train=None, seed=0, geometry=None, k=7, sequences=None)
     - root: the KITTI root (holding `sequences/`) or the sequences directory itself.
     - split: a split name of the label config (train / valid / test) unless `sequences` lists them explicitly.
+    - mixing: the scene-mixing parts of `data.augment` (`lidarseg.data.mixing`; training only), drawn from the
+      same stream before the crop; the mixed points are put back in ring order for the scan unfolding.
     - train: crop and flip (default: split == "train"). Crops and flips are drawn from
       `numpy.random.default_rng([seed, epoch, index])`, deterministic and independent of worker processes; call
       `set_epoch(e)` each epoch for new crops.
@@ -216,7 +218,7 @@ class KPRNetDataset(torch.utils.data.Dataset):
     def __init__(self, root, split: str = "train", label_map: LabelMap | None = None, train: bool | None = None,
                  seed: int = 0, geometry: KPRNetGeometry | None = None, k: int = 7,
                  sequences: Sequence[int] | None = None, knn_workers: int = 1, source=None,
-                 labels: bool | None = None):
+                 labels: bool | None = None, mixing: dict | None = None):
         if source is None and not (Path(root) / "sequences").is_dir() and Path(root).is_dir() and any(
                 p.is_dir() and (p / "velodyne").is_dir() for p in Path(root).iterdir()):
             root = Path(root).parent  # the sequences directory itself was given
@@ -231,6 +233,11 @@ class KPRNetDataset(torch.utils.data.Dataset):
         self.seed, self.epoch = int(seed), 0
         with_labels = source.split_has_labels(split) if labels is None else bool(labels)
         self.items = source.items(split, sequences, labels=with_labels)
+        self.mixing = None
+        if mixing:
+            from .mixing import SceneMixing
+            from .projection import SensorGeometry
+            self.mixing = SceneMixing(mixing, SensorGeometry.from_config(source.sensor), ring_order=True)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -245,6 +252,19 @@ class KPRNetDataset(torch.utils.data.Dataset):
         if item.labels is not None:
             labels = self.source.read_train_labels(item, points.shape[0])
         rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.mixing is not None:
+            partner = None
+            if self.mixing.needs_partner:
+                j = int(rng.integers(len(self)))
+                other = self.items[j]
+                p2 = self.source.read_points(other)
+                l2 = (self.source.read_train_labels(other, p2.shape[0]) if other.labels is not None
+                      else np.zeros(p2.shape[0], np.int64))
+                partner = (p2, l2)
+            if labels is None:
+                labels = np.zeros(points.shape[0], np.int64)
+            mixed = self.mixing(points, labels, rng, partner=partner)
+            points, labels = mixed.points, mixed.labels
         sample = self.transform(points, labels, rng)
         sample.update(sequence=item.sequence, scan=item.scan, has_labels=item.labels is not None)
         return sample

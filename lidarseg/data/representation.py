@@ -125,9 +125,11 @@ class KPRNetInput(Representation):
 
     def dataset(self, cfg, source, split, sequences, train):
         from .kprnet import KPRNetDataset, KPRNetGeometry
+        from .mixing import split_augment_config
         geom = KPRNetGeometry.from_config(cfg["data"]["kprnet"] or None)
+        mixing = split_augment_config(cfg["data"]["augment"])[1] if train else None
         return KPRNetDataset(source.root, split, train=train, seed=int(cfg["train"]["seed"]), geometry=geom,
-                             sequences=sequences, source=source)
+                             sequences=sequences, source=source, mixing=mixing)
 
     def collate(self, samples):
         from .kprnet import collate_kprnet
