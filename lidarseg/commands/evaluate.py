@@ -52,13 +52,22 @@ def run(args) -> int:
         print(f"warning: {w}", file=sys.stderr)
     what = (f"sequences {', '.join(result.sequences)} (given with --sequences)" if args.sequences else
             f"Split: {args.split} (sequences {', '.join(result.sequences)})")
-    print(f"Data: {args.data} ({source.name})\nPredictions: {args.predictions or args.data}\n{what}, "
+    from ..submission import read_manifest
+    from .infer import protocol_text
+    manifest = read_manifest(pred_root)
+    protocol = (protocol_text(manifest["writer"]) if manifest is not None and "writer" in manifest
+                else "unknown (no lidarseg infer manifest)")
+    print(f"Data: {args.data} ({source.name})\nPredictions: {args.predictions or args.data}\n"
+          f"Protocol: {protocol}\n{what}, "
           f"{result.num_scans} scans, {result.num_points} points, "
           f"convention {args.convention}, ignoring class(es) {list(result.confusion.ignore)}")
     print(result.table())
     print("\n".join(result.official_lines()))
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(result.to_dict(), indent=1) + "\n").encode())
+        report = result.to_dict()
+        if manifest is not None and "writer" in manifest:
+            report["protocol"] = {k: manifest["writer"].get(k, False) for k in ("knn", "tta", "mc_samples")}
+        atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
         print(f"wrote {args.json}")
     if args.plot:
         from ..visualize import write_iou_chart

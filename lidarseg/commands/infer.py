@@ -49,7 +49,32 @@ def add_arguments(parser):
                         help="MC-dropout: predict the argmax of the mean softmax over N >= 2 passes with dropout "
                              "active and write each point's variance (float32) to sequences/NN/uncert/ (networks "
                              "with dropout, e.g. salsanext; default: off)")
+    parser.add_argument("--tta", default="none", metavar="SPEC",
+                        help="test-time augmentation of range-image networks: 'flip', 'shift:N' or 'flip,shift:N' "
+                             "(softmax averaged over every combination before KNN; flip,shift:4 = 8 votes); "
+                             "default: %(default)s (one pass)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def protocol(writer: dict, mc_samples: int = 0) -> dict:
+    """Every switch that changes the predicted labels, as written into the infer JSON and the prediction folder's
+    manifest (read back by `lidarseg evaluate` for its header): KNN (False or its parameters), the number of
+    network passes averaged per scan (`votes`), TTA (False or {votes, flip, shifts}), MC-dropout samples."""
+    tta = writer.get("tta", False)
+    votes = tta["votes"] if tta else (mc_samples or 1)
+    return {"knn": writer["knn"], "votes": votes, "tta": tta, "mc_samples": int(mc_samples or 0)}
+
+
+def protocol_text(writer: dict) -> str:
+    """One line for a header: KNN and TTA of the run that wrote a prediction folder (its manifest's writer)."""
+    knn = writer.get("knn")
+    knn_text = (f"KNN on (k={knn['k']}, search={knn['search']}, sigma={knn['sigma']}, cutoff={knn['cutoff']})"
+                if knn else "KNN off")
+    tta = writer.get("tta")
+    tta_text = (f"TTA {tta['votes']} votes (flip {'on' if tta['flip'] else 'off'}, {tta['shifts']} shift(s))"
+                if tta else "TTA off (1 vote)")
+    mc = writer.get("mc_samples")
+    return f"{knn_text}; {tta_text}" + (f"; MC-dropout {mc} samples" if mc else "")
 
 
 def run(args) -> int:
@@ -67,6 +92,10 @@ def run(args) -> int:
         raise ConfigError(f"--limit must be >= 1 (a number of scans; omit it for all), got {args.limit}")
     if args.mc_samples and args.mc_samples < 2:
         raise ConfigError(f"--mc-samples must be >= 2 (0 = off), got {args.mc_samples}")
+    from ..engine.tta import TTA
+    tta = TTA.parse(args.tta)
+    if tta.active and args.mc_samples:
+        raise ConfigError("--tta and --mc-samples cannot be combined (both average softmax over several passes)")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,13 +126,17 @@ def run(args) -> int:
                 else "off (each point takes its pixel's label)")
     if not rep.image_output:
         knn_text = "not used (the network predicts every point)"
-    print(f"checkpoint {args.checkpoint}: {cfg['model']['name']}, {mode} input, device {device}; KNN {knn_text}")
-    writer = writer_info(args.checkpoint, cfg, knn, mode)
+    if tta.active and not rep.image_output:
+        raise ConfigError(f"--tta: test-time augmentation is implemented for range-image networks, not input_mode "
+                          f"{mode!r}")
+    print(f"checkpoint {args.checkpoint}: {cfg['model']['name']}, {mode} input, device {device}; KNN {knn_text}; "
+          f"TTA {tta.describe()}")
+    writer = writer_info(args.checkpoint, cfg, knn, mode, tta)
     if args.mc_samples:
         writer["mc_samples"] = args.mc_samples
     result = predict_split(model, cfg, label_map, split, args.out, knn=knn, device=device, limit=args.limit,
                            progress=not args.no_progress, writer=writer, overwrite=args.overwrite,
-                           mc_samples=args.mc_samples, sequences=args.sequences)
+                           mc_samples=args.mc_samples, sequences=args.sequences, tta=tta)
     src = result["source"]
     print(f"wrote {result['scans']} prediction files under {args.out} ({src.name} format)")
     if args.png:
@@ -111,7 +144,7 @@ def run(args) -> int:
         for path in write_prediction_panels(src, args.out, cfg, label_map, split, args.sequences, args.limit):
             print(f"wrote {path}")
     print("\n".join(timing_lines(result["times"], result["knn"])))
-    report = {"scans": result["scans"], "knn": result["knn"],
+    report = {"scans": result["scans"], "knn": result["knn"], "protocol": protocol(writer, args.mc_samples),
               "seconds_per_scan": {k: v for k, v in result["times"].items()}}
     ev = result["evaluator"]
     if ev is not None:

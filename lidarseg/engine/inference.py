@@ -40,9 +40,9 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def writer_info(checkpoint, state_or_cfg: dict, knn: bool, mode: str) -> dict:
+def writer_info(checkpoint, state_or_cfg: dict, knn: bool, mode: str, tta=None) -> dict:
     """What identifies the predictions of a run (for the prediction folder's manifest): the checkpoint (path,
-    SHA-256), the dataset root and the options that change the labels (KNN and its parameters)."""
+    SHA-256), the dataset root and the options that change the labels (KNN and its parameters, TTA votes)."""
     from ..submission import file_sha256
     cfg = state_or_cfg.get("config", state_or_cfg)
     p = cfg["postproc"]
@@ -50,13 +50,14 @@ def writer_info(checkpoint, state_or_cfg: dict, knn: bool, mode: str) -> dict:
     knn = bool(knn) and get_representation(mode).image_output
     return {"checkpoint": str(Path(checkpoint).resolve()), "sha256": file_sha256(checkpoint),
             "data": str(builders.data_root(cfg)),
-            "knn": ({k: p[k] for k in ("k", "search", "sigma", "cutoff")} if knn else False)}
+            "knn": ({k: p[k] for k in ("k", "search", "sigma", "cutoff")} if knn else False),
+            **({"tta": tta.to_dict()} if tta is not None and tta.active else {})}
 
 
 @torch.no_grad()
 def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn: bool = True, device="cpu",
                   limit: int | None = None, progress: bool = True, writer: dict | None = None,
-                  overwrite: bool = False, mc_samples: int = 0, sequences=None, source=None) -> dict:
+                  overwrite: bool = False, mc_samples: int = 0, sequences=None, source=None, tta=None) -> dict:
     """Predict every scan of `split` (or of `sequences`) of `source` (a ScanSource; default data.format over
     data.root) and write the prediction files under `out_root`, in the source's prediction format.
     With `writer` (see `writer_info`), the folder's manifest is checked first (no mixing with predictions of
@@ -64,7 +65,9 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
     `mc_samples` >= 2: MC-dropout (`uncertainty.mc_dropout_probs`): the prediction is the argmax of the mean softmax
     over that many passes, and each point's variance (its pixel's, 0 without a pixel) is written as float32 beside
     the prediction (SemanticKITTI: sequences/NN/uncert/NNNNNN.label, SalsaNext's layout).
-    Returns {"scans", "times" {stage: [seconds per scan]}, "evaluator" (None without labels), "knn"}."""
+    `tta`: a `tta.TTA` or its text ("flip,shift:4"): the argmax of the mean softmax over its votes (range-image
+    networks; see lidarseg.engine.tta).
+    Returns {"scans", "times" {stage: [seconds per scan]}, "evaluator" (None without labels), "knn", "tta"}."""
     from ..data.io import atomic_write_bytes
     from ..data.representation import representation_of
     from ..errors import ConfigError
@@ -83,6 +86,13 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
             raise ConfigError(f"--mc-samples: MC-dropout is implemented for range-image networks, not input_mode "
                               f"{rep.name!r}")
         check_mc_samples(model, mc_samples)
+    from .tta import TTA, tta_probs
+    tta = TTA.parse(tta)
+    if tta.active and not rep.image_output:
+        raise ConfigError(f"--tta: test-time augmentation is implemented for range-image networks, not input_mode "
+                          f"{rep.name!r}")
+    if tta.active and mc_samples:
+        raise ConfigError("--tta and --mc-samples cannot be combined (both average softmax over several passes)")
     src = source if source is not None else builders.scan_source(cfg, label_map)
     ds = builders.dataset(cfg, "infer", rep, label_map, split=split, train=False, sequences=sequences, source=src)
     n = len(ds) if not limit else min(len(ds), int(limit))
@@ -101,6 +111,8 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
         if mc_samples:
             from .uncertainty import mc_dropout_probs
             logits, variance = mc_dropout_probs(model, batch["input"].to(device), mc_samples)
+        elif tta.active:
+            logits = tta_probs(model, batch["input"].to(device), batch["mask"], ds.mean, ds.std, tta)
         else:
             logits = rep.forward(model, batch, device)
         pred = main_logits(logits).argmax(1)
@@ -128,7 +140,7 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
     if manifest is not None:
         finish_folder(out_root, manifest, run_name, written)
     return {"scans": n, "times": times, "evaluator": ev if labelled else None, "knn": knn, "mode": rep.name,
-            "source": src}
+            "source": src, "tta": tta}
 
 
 def timing_lines(times: dict, knn: bool) -> list[str]:
