@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from .augment import PointAugmentation, rng_for
-from .mixing import SceneMixing, split_augment_config
+from .mixing import build_mixing, split_augment_config
 from .projection import SensorGeometry, normalised_input, rows_projection, spherical_projection
 from .sources import ScanSource, build_source
 
@@ -81,13 +81,12 @@ class SemanticKITTI(Dataset):
         self.rows = rows
         self.mean, self.std = parse_normalization(normalization)
         self.mixing = None
+        mix_cfg = {}
         if augmentation is None or isinstance(augmentation, PointAugmentation):
             self.augmentation = augmentation
         else:
             point_cfg, mix_cfg = split_augment_config(augmentation)
             self.augmentation = PointAugmentation(point_cfg)
-            if mix_cfg:
-                self.mixing = SceneMixing(mix_cfg, self.sensor)
         if unknown_labels not in ("error", "zero"):
             raise ConfigError(f"unknown_labels: expected 'error' or 'zero', got {unknown_labels!r}")
         self.unknown_labels = unknown_labels
@@ -95,6 +94,8 @@ class SemanticKITTI(Dataset):
         self.parallel = parallel
         self.epoch = 0
         self.items = [replace(it, split=split) for it in source.list_scans(self.sequences, self.has_labels)]
+        if mix_cfg:
+            self.mixing = build_mixing(mix_cfg, self.sensor, source, self.items, rows=self.rows)
         if self.rows == "ring" and self.items:  # at start-up: a source without rings, a wrong height
             source.read_rows(self.items[0], self.sensor.height)
 

@@ -235,9 +235,10 @@ class KPRNetDataset(torch.utils.data.Dataset):
         self.items = source.items(split, sequences, labels=with_labels)
         self.mixing = None
         if mixing:
-            from .mixing import SceneMixing
+            from .mixing import build_mixing
             from .projection import SensorGeometry
-            self.mixing = SceneMixing(mixing, SensorGeometry.from_config(source.sensor), ring_order=True)
+            self.mixing = build_mixing(mixing, SensorGeometry.from_config(source.sensor), source, self.items,
+                                       ring_order=True)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

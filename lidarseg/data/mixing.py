@@ -51,6 +51,8 @@ MIX_PARTS = {
 }
 #: parts that need a partner scan
 PAIR_PARTS = ("lasermix", "rangemix", "rangeunion")
+#: keys of `data.augment` owned here and by `lidarseg.data.instances` (instancepaste)
+MIX_KEYS = (*MIX_PARTS, "instancepaste")
 
 
 def split_augment_config(cfg: dict | None) -> tuple[dict | None, dict]:
@@ -59,8 +61,8 @@ def split_augment_config(cfg: dict | None) -> tuple[dict | None, dict]:
         return None, {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"augmentation: expected a mapping, got {type(cfg).__name__}")
-    point = {k: v for k, v in cfg.items() if k not in MIX_PARTS}
-    mix = {k: v for k, v in cfg.items() if k in MIX_PARTS}
+    point = {k: v for k, v in cfg.items() if k not in MIX_KEYS}
+    mix = {k: v for k, v in cfg.items() if k in MIX_KEYS}
     if cfg.get("enabled", True) is False:
         mix = {}
     return point, mix
@@ -82,8 +84,8 @@ def _int_list(value, key, lo, hi):
 @dataclass
 class MixResult:
     """Mixed scan: points float32 [M,4], labels int64 [M], rows int64 [M] or None (carried per point), and the
-    provenance of every output point: `source` int8 [M] (0: the scan, 1: the partner) and `index` int64 [M] (its
-    row in that scan's input arrays)."""
+    provenance of every output point: `source` int8 [M] (0: the scan, 1: the partner, 2: the instance bank) and
+    `index` int64 [M] (its row in that scan's input arrays, or in the bank's points)."""
     points: np.ndarray
     labels: np.ndarray
     rows: np.ndarray | None
@@ -127,10 +129,12 @@ def rotate_z(points: np.ndarray, angle: float) -> np.ndarray:
 class SceneMixing:
     """The mixing parts of `data.augment`, validated at construction. `geometry`: the SensorGeometry of the range
     grid that rangemix, rangeunion and rangeshift work on. `ring_order`: sort the output for KPRNet's ring
-    detection (see the module docstring)."""
+    detection (see the module docstring). `paste`: a `lidarseg.data.instances.InstancePaste` applied last (its
+    config key `instancepaste` is ignored here)."""
 
-    def __init__(self, cfg: dict | None, geometry, ring_order: bool = False):
-        cfg = {} if cfg is None else cfg
+    def __init__(self, cfg: dict | None, geometry, ring_order: bool = False, paste=None):
+        cfg = {k: v for k, v in (cfg or {}).items() if k != "instancepaste"}
+        self.paste = paste
         unknown = sorted(set(cfg) - set(MIX_PARTS))
         if unknown:
             raise ConfigError(f"augmentation: unknown mixing keys {unknown}; valid keys: {list(MIX_PARTS)}")
@@ -188,14 +192,14 @@ class SceneMixing:
 
     @property
     def active(self) -> bool:
-        return bool(self.parts)
+        return bool(self.parts) or self.paste is not None
 
     @property
     def needs_partner(self) -> bool:
         return any(name in self.parts for name in PAIR_PARTS)
 
     def __repr__(self):
-        return f"SceneMixing({self.parts})"
+        return f"SceneMixing({self.parts}, paste={self.paste})"
 
     def _shift(self, points, rng):
         if "rangeshift" not in self.parts or rng.random() >= self.parts["rangeshift"]["prob"]:
@@ -266,8 +270,20 @@ class SceneMixing:
             if ib.size and partner_rows is None:
                 raise ValueError("SceneMixing: rows given for the scan but not for the partner")
             out_rows = np.concatenate([np.asarray(rows, np.int64)[ia], rb[ib]])
+        ring = None
         if self.ring_order:
             ring = np.concatenate([ring_a[ia], ring_b[ib] if ib.size else np.zeros(0, np.int64)])
+        if self.paste is not None and rng.random() < self.paste.prob:
+            if out_rows is not None:
+                raise ValueError("SceneMixing: instance paste cannot carry ring rows")
+            kept, bank_index, pasted, pasted_labels = self.paste(out_pts, out_lab, rng)
+            out_pts = np.concatenate([out_pts[kept], pasted])
+            out_lab = np.concatenate([out_lab[kept], pasted_labels])
+            source = np.concatenate([source[kept], np.full(bank_index.size, 2, np.int8)])
+            index = np.concatenate([index[kept], bank_index])
+            if ring is not None:
+                ring = np.concatenate([ring[kept], self.paste.bank.ring[bank_index]])
+        if self.ring_order:
             u = 0.5 * (-np.arctan2(out_pts[:, 1].astype(np.float64), -out_pts[:, 0].astype(np.float64)) / np.pi + 1)
             order = np.lexsort((u, ring))
             out_pts, out_lab, source, index = out_pts[order], out_lab[order], source[order], index[order]
@@ -293,3 +309,20 @@ def _rings(points):
     """KPRNet's ring index of every point from the point order (`scan_unfolding`'s detection), int64 [N]."""
     from .projection import scan_unfolding
     return scan_unfolding(points, height=1 << 12, width=16).py.astype(np.int64)
+
+
+def build_mixing(mix_cfg: dict, geometry, source, items, rows: str = "elevation", ring_order: bool = False):
+    """SceneMixing of the mixing keys of `data.augment` for a dataset over `items` of `source` (the instance bank,
+    when `instancepaste` is configured, is built from, or read from the cache of, those items); None when empty."""
+    if not mix_cfg:
+        return None
+    paste = None
+    sub = mix_cfg.get("instancepaste")
+    if sub is not None and sub is not False and not (isinstance(sub, dict) and sub.get("enabled", True) is False):
+        if rows == "ring":
+            raise ConfigError("augmentation.instancepaste: not available with data.rows: ring (pasted points have "
+                              "no laser index)")
+        from .instances import InstancePaste
+        cfg = {k: v for k, v in sub.items() if k != "enabled"} if isinstance(sub, dict) else sub
+        paste = InstancePaste(cfg, source.label_map, geometry, source=source, items=items)
+    return SceneMixing(mix_cfg, geometry, ring_order=ring_order, paste=paste)
