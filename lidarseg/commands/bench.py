@@ -9,6 +9,7 @@ BENCHMARKS = {
     "eval": "evaluate throughput vs an np.add.at confusion matrix",
     "model": "forward / forward+backward time of the networks",
     "mmseg": "the subclassified loss registered in mmsegmentation vs mmseg's CrossEntropyLoss (mmseg extra)",
+    "augment": "per-sample CPU cost of each training augmentation and of the whole loading pipeline vs none",
     "gpu": "the GPU run's measurements (loss paths, crossover, training steps) as JSON; --report merges a run",
 }
 

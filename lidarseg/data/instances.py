@@ -47,10 +47,11 @@ PLACEMENT_TRIES = 5
 BANK_VERSION = 1
 
 
-def _ground_height(xy, z, centre, fallback):
-    d2 = ((xy - centre) ** 2).sum(1)
-    near = d2 < GROUND_RADIUS ** 2
-    return float(np.median(z[near])) if near.any() else fallback
+def _ground_height(x, y, z, centre, fallback):
+    """Median of z [G] over the points (x, y) within GROUND_RADIUS of centre (x, y), else `fallback`."""
+    dx, dy = x - np.float32(centre[0]), y - np.float32(centre[1])
+    near = dx * dx + dy * dy < GROUND_RADIUS ** 2
+    return float(np.median(z[near].astype(np.float64))) if near.any() else fallback
 
 
 class InstanceBank:
@@ -95,7 +96,7 @@ class InstanceBank:
             ends = np.r_[starts[1:], key.size]
             rings = _rings(points)
             gmask = is_ground[train]
-            gxy, gz = points[gmask, :2].astype(np.float64), points[gmask, 2].astype(np.float64)
+            gx, gy, gz = (np.ascontiguousarray(points[gmask, i]) for i in range(3))
             for s, e in zip(starts, ends):
                 idx = sel[s:e]
                 c = int(train[idx[0]])
@@ -106,7 +107,8 @@ class InstanceBank:
                 ring_out.append(rings[idx])
                 sizes.append(idx.size)
                 classes.append(c)
-                grounds.append(_ground_height(gxy, gz, p[:, :2].astype(np.float64).mean(0), float(p[:, 2].min())))
+                grounds.append(_ground_height(gx, gy, gz, p[:, :2].astype(np.float64).mean(0),
+                                              float(p[:, 2].min())))
         offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         return cls(np.concatenate(pts_out) if pts_out else np.zeros((0, 4), np.float32),
                    np.concatenate(ring_out) if ring_out else np.zeros(0, np.int64), offsets,
@@ -215,6 +217,7 @@ class InstancePaste:
                                   f"instances of >= {c['min_points']} points) holds no instance of {empty}")
             self.classes = requested
         self.by_class = [np.flatnonzero(bank.cls == k) for k in self.classes]
+        self._is_ground = np.isin(np.arange(label_map.num_classes), self.ground)
         self.class_names = [label_map.names[k] for k in self.classes]
 
     def __repr__(self):
@@ -223,9 +226,9 @@ class InstancePaste:
 
     def place(self, points, labels, rng):
         """Chosen instances placed in the scan: list of (bank instance k, transformed points float32 [n,4])."""
-        is_ground = np.isin(labels, self.ground)
-        gxy = points[is_ground, :2].astype(np.float64)
-        gz = points[is_ground, 2].astype(np.float64)
+        is_ground = self._is_ground[np.clip(labels, 0, self._is_ground.size - 1)]
+        ground = points[is_ground]
+        gx, gy, gz = (np.ascontiguousarray(ground[:, i]) for i in range(3))
         placed = []
         for _ in range(int(rng.integers(1, self.max_instances + 1))):
             members = self.by_class[int(rng.integers(len(self.classes)))]
@@ -236,7 +239,7 @@ class InstancePaste:
                 a = rng.uniform(-np.pi, np.pi)
                 c, s = np.cos(a), np.sin(a)
                 new_centre = np.array([centre[0] * c - centre[1] * s, centre[0] * s + centre[1] * c])
-                g = _ground_height(gxy, gz, new_centre, np.nan)
+                g = _ground_height(gx, gy, gz, new_centre, np.nan)
                 if np.isfinite(g):
                     q = np.array(p, dtype=np.float32, copy=True)
                     xy = p[:, :2].astype(np.float64)
@@ -253,27 +256,43 @@ class InstancePaste:
         from .mixing import pixel_of
         n = points.shape[0]
         placed = self.place(points, labels, rng)
-        keep = np.ones(n, bool)
         if not placed:
             return np.arange(n), np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-        xyz = points[:, :3].astype(np.float64)
-        for _k, q in placed:  # originals inside each object's box
+        g = self.geometry
+        # candidates: the originals in the columns the objects' boxes span (2 columns of margin); only they can
+        # lie inside a box or share a pixel with a pasted point
+        with np.errstate(invalid="ignore"):
+            col_all = np.floor(0.5 * (-np.arctan2(points[:, 1], points[:, 0]) / np.float32(np.pi) + 1) * g.width)
+        col_all = np.nan_to_num(col_all, nan=0).astype(np.int64) % g.width
+        columns = np.zeros(g.width, bool)
+        boxes = []
+        for _k, q in placed:
             centre = q[:, :2].astype(np.float64).mean(0)
             u = centre / max(np.linalg.norm(centre), 1e-9)
             v = np.array([-u[1], u[0]])
-
-            def frame(a):
-                return np.stack([a[:, :2] @ u, a[:, :2] @ v, a[:, 2]], 1)
-
-            box = frame(q.astype(np.float64))
-            lo, hi = box.min(0), box.max(0)
-            f = frame(xyz)
-            keep &= ~np.all((f >= lo) & (f <= hi), axis=1)
+            fq = np.stack([q[:, :2] @ u, q[:, :2] @ v, q[:, 2]], 1)
+            lo, hi = fq.min(0), fq.max(0)
+            boxes.append((u, v, lo, hi))
+            if lo[0] <= 0:  # the box reaches the sensor: every column
+                columns[:] = True
+                continue
+            corners = np.array([[a, b] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])])
+            angle = np.arctan2(corners[:, 1], corners[:, 0])  # relative to the centre's direction, |.| < pi/2
+            base = np.arctan2(u[1], u[0])
+            c = np.floor(0.5 * (-(base + np.array([angle.min(), angle.max()])) / np.pi + 1) * g.width).astype(int)
+            first, last = c[1] - 2, c[0] + 2  # yaw = -angle: the larger angle has the smaller column
+            columns[np.arange(first, last + 1) % g.width] = True
+        cand = np.flatnonzero(columns[col_all])
+        sub = points[cand]
+        xyz = sub[:, :3].astype(np.float64)
+        keep_c = np.ones(cand.size, bool)
+        for u, v, lo, hi in boxes:  # originals inside each object's box
+            f = np.stack([xyz[:, :2] @ u, xyz[:, :2] @ v, xyz[:, 2]], 1)
+            keep_c &= ~np.all((f >= lo) & (f <= hi), axis=1)
         pasted = np.concatenate([q for _, q in placed])
         bank_index = np.concatenate([np.arange(self.bank.instance(k).start, self.bank.instance(k).stop)
                                      for k, _ in placed]).astype(np.int64)
-        g = self.geometry
-        ro, co = pixel_of(points, g)
+        ro, co = pixel_of(sub, g)
         rp, cp = pixel_of(pasted, g)
         range_o = np.linalg.norm(xyz, axis=1)
         range_p = np.linalg.norm(pasted[:, :3].astype(np.float64), axis=1)
@@ -281,13 +300,15 @@ class InstancePaste:
         pix_p = np.where(rp >= 0, rp * g.width + cp, -1)
         # hidden pasted points: farther than the nearest remaining original of their pixel
         near_o = np.full(g.height * g.width, np.inf)
-        ok = keep & (pix_o >= 0)
+        ok = keep_c & (pix_o >= 0)
         np.minimum.at(near_o, pix_o[ok], range_o[ok])
         keep_p = (pix_p >= 0) & (range_p <= near_o[np.maximum(pix_p, 0)])
         # originals behind the object: farther than the nearest remaining pasted point of their pixel
         near_p = np.full(g.height * g.width, np.inf)
         np.minimum.at(near_p, pix_p[keep_p], range_p[keep_p])
-        keep &= ~((pix_o >= 0) & (range_o > near_p[np.maximum(pix_o, 0)]))
+        keep_c &= ~((pix_o >= 0) & (range_o > near_p[np.maximum(pix_o, 0)]))
+        keep = np.ones(n, bool)
+        keep[cand[~keep_c]] = False
         bank_index = bank_index[keep_p]
         return (np.flatnonzero(keep), bank_index, pasted[keep_p],
                 self.bank.cls[np.searchsorted(self.bank.offsets, bank_index, side="right") - 1])
