@@ -37,14 +37,14 @@ def test_bank_matches_plain_grouping(data, tmp_path):
     assert got == sorted((c, p.tobytes()) for c, p in want)
     # cached: the same bank read back, from the file
     a = InstanceBank.cached(ds.source, ds.items, ds.label_map, 20, ground, cache_dir=tmp_path)
-    files = list(tmp_path.glob("instance-bank-*.npz"))
+    files = list(tmp_path.glob("instance-bank-*.bank"))
     assert len(files) == 1
     b = InstanceBank.cached(ds.source, ds.items, ds.label_map, 20, ground, cache_dir=tmp_path)
     for key in ("points", "ring", "offsets", "cls", "ground", "class_points"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
         np.testing.assert_array_equal(getattr(a, key), getattr(bank, key))
     c = InstanceBank.cached(ds.source, ds.items, ds.label_map, 50, ground, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("instance-bank-*.npz"))) == 2 and len(c) < len(a)  # another key
+    assert len(list(tmp_path.glob("instance-bank-*.bank"))) == 2 and len(c) < len(a)  # another key
 
 
 def test_paste_occlusion_and_labels(data, tmp_path):

@@ -226,3 +226,26 @@ def test_kprnet_dataset_mixing(synthetic_root):
     np.testing.assert_allclose(s1["xyz"].numpy(), out.points[idx, :3])
     with pytest.raises(ConfigError, match=r"augmentation\.rangeshift\.prob"):
         KPRNetDataset(synthetic_root, "train", sequences=[0], mixing={"rangeshift": {"prob": 3}})
+
+
+def test_training_with_mixing_and_paste(training_root, tmp_path, keep_torch_threads, capsys):
+    """One epoch through the engine with every mixing part and instance paste on; a bad value stops `lidarseg
+    train` before any step, naming the key."""
+    from lidarseg.cli import main
+    from lidarseg.engine.config import load_config
+    from lidarseg.engine.trainer import Trainer
+    from test_engine_inference import TINY
+    augment = ("data.augment={seed: 0, lasermix: {prob: 0.5}, rangemix: {prob: 0.5}, rangeunion: {prob: 0.5}, "
+               "rangeshift: {prob: 0.5}, instancepaste: {prob: 1.0, classes: [car], cache_dir: "
+               f"'{tmp_path / 'cache'}'}}, rotation: {{}}}}")
+    cfg = load_config(None, [*TINY, f"data.root={training_root}", augment])
+    result = Trainer(cfg, tmp_path / "run", log=lambda *a: None).fit()
+    assert result is not None and (tmp_path / "run" / "last.pt").is_file()
+    assert list((tmp_path / "cache").glob("instance-bank-*.bank"))
+    bad = augment.replace("lasermix: {prob: 0.5}", "lasermix: {prob: 5}")
+    from pathlib import Path
+    base = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    assert main(["train", "--config", str(base), "--data", str(training_root), "--out", str(tmp_path / "bad"),
+                 *[x for o in [*TINY, bad] for x in ("--set", o)]]) == 2
+    assert "augmentation.lasermix.prob: expected a probability in [0, 1], got 5" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "last.pt").exists()
