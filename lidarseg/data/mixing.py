@@ -213,6 +213,8 @@ class SceneMixing:
                  partner_rows=None) -> MixResult:
         """points float32 [N,4], labels [N] (+ rows [N]) of the scan; `partner`: (points, labels) of the partner
         scan (needed when `needs_partner`; drawn by the caller from the same `rng` before this call)."""
+        if partner is None and self.needs_partner:
+            raise ValueError(f"SceneMixing: {[p for p in PAIR_PARTS if p in self.parts]} need a partner scan")
         pa = np.asarray(points, dtype=np.float32)
         la = np.asarray(labels).astype(np.int64, copy=False)
         n_a = pa.shape[0]
