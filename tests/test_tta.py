@@ -14,7 +14,7 @@ from lidarseg.data.projection import normalised_input, spherical_projection
 from lidarseg.engine.tta import TTA, transform_input, tta_probs
 from lidarseg.errors import ConfigError
 
-from test_engine_inference import TINY
+from test_engine_inference import trained  # noqa: F401  (module fixture: a one-epoch checkpoint)
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 H, W = 32, 256
@@ -93,17 +93,6 @@ def test_mean_of_votes_against_transcription(scan):
             want += torch.flip(p, [-1]) if flip else p
     torch.testing.assert_close(got, want / 4)
     assert not torch.allclose(got, torch.softmax(model(x), 1), atol=1e-3)  # the votes differ for this model
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, training_root):
-    from lidarseg.engine.config import load_config
-    from lidarseg.engine.trainer import Trainer
-    base = tmp_path_factory.mktemp("tta")
-    n = torch.get_num_threads()
-    Trainer(load_config(None, [*TINY, f"data.root={training_root}"]), base / "run", log=lambda *a: None).fit()
-    torch.set_num_threads(n)
-    return training_root, base / "run" / "last.pt"
 
 
 def test_infer_tta_protocol(trained, tmp_path, capsys, monkeypatch):

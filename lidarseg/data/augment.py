@@ -37,6 +37,23 @@ def rng_for(base_seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(base_seed) % (1 << 63), int(epoch), int(index)])
 
 
+def parse_part(name: str, sub, defaults: dict) -> dict | None:
+    """The options of part `name` of the augmentation config (`sub`: None/false = absent, true = defaults, or a
+    mapping) merged over `defaults` (which hold `enabled`); None when absent or disabled. Unknown keys and other
+    types are a ConfigError naming augmentation.<name>."""
+    if sub is None or sub is False:
+        return None
+    if sub is True:
+        sub = {}
+    if not isinstance(sub, dict):
+        raise ConfigError(f"augmentation.{name}: expected a mapping or true/false, got {sub!r}")
+    bad = sorted(set(sub) - set(defaults))
+    if bad:
+        raise ConfigError(f"augmentation.{name}: unknown keys {bad}; valid keys: {list(defaults)}")
+    merged = {**defaults, **sub}
+    return merged if merged.pop("enabled") else None
+
+
 def _number(value, key: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise ConfigError(f"augmentation.{key}: expected a number in [{lo}, {hi}], got {value!r}")
@@ -60,18 +77,8 @@ class PointAugmentation:
         self.seed = seed
         self.parts = {}
         for name, defaults in _PARTS.items():
-            sub = cfg.get(name)
-            if sub is None or sub is False:
-                continue
-            if sub is True:
-                sub = {}
-            if not isinstance(sub, dict):
-                raise ConfigError(f"augmentation.{name}: expected a mapping or true/false, got {sub!r}")
-            bad = sorted(set(sub) - set(defaults))
-            if bad:
-                raise ConfigError(f"augmentation.{name}: unknown keys {bad}; valid keys: {list(defaults)}")
-            merged = {**defaults, **sub}
-            if merged.pop("enabled"):
+            merged = parse_part(name, cfg.get(name), defaults)
+            if merged is not None:
                 self.parts[name] = merged
         self._validate()
 

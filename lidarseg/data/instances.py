@@ -172,13 +172,12 @@ class InstancePaste:
     """Validated `instancepaste` config + the bank; `__call__` pastes instances into one scan."""
 
     def __init__(self, cfg, label_map, geometry, source=None, items=None, bank: InstanceBank | None = None):
-        cfg = {} if cfg is None or cfg is True else cfg
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"augmentation.instancepaste: expected a mapping or true/false, got {cfg!r}")
-        bad = sorted(set(cfg) - set(DEFAULTS))
-        if bad:
-            raise ConfigError(f"augmentation.instancepaste: unknown keys {bad}; valid keys: {list(DEFAULTS)}")
-        c = {**DEFAULTS, **cfg}
+        """cfg: the `instancepaste` mapping (None = defaults); the bank is built from (or read from the cache of)
+        `items` of `source` unless given."""
+        from .augment import parse_part
+        c = parse_part("instancepaste", {} if cfg is None else cfg, DEFAULTS)
+        if c is None:
+            raise ValueError("InstancePaste: the instancepaste config is disabled (enabled: false)")
         from .mixing import _prob
         self.prob = _prob(c["prob"], "instancepaste.prob")
         for key, lo, hi in (("max_instances", 1, 100), ("min_points", 1, 10 ** 6)):

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from .augment import parse_part
 
 #: OpenPCSeg's "mixtureV2" RangeMix strategies as [columns, rows].
 DEFAULT_GRIDS = [[1, 3], [1, 4], [1, 5], [1, 6], [2, 3], [2, 4], [2, 5], [2, 6], [3, 3], [3, 4], [3, 5], [3, 6],
@@ -142,18 +143,8 @@ class SceneMixing:
         self.ring_order = bool(ring_order)
         self.parts = {}
         for name, defaults in MIX_PARTS.items():
-            sub = cfg.get(name)
-            if sub is None or sub is False:
-                continue
-            if sub is True:
-                sub = {}
-            if not isinstance(sub, dict):
-                raise ConfigError(f"augmentation.{name}: expected a mapping or true/false, got {sub!r}")
-            bad = sorted(set(sub) - set(defaults))
-            if bad:
-                raise ConfigError(f"augmentation.{name}: unknown keys {bad}; valid keys: {list(defaults)}")
-            merged = {**defaults, **sub}
-            if merged.pop("enabled"):
+            merged = parse_part(name, cfg.get(name), defaults)
+            if merged is not None:
                 merged["prob"] = _prob(merged["prob"], f"{name}.prob")
                 self.parts[name] = merged
         self._validate()
@@ -318,13 +309,12 @@ def build_mixing(mix_cfg: dict, geometry, source, items, rows: str = "elevation"
     when `instancepaste` is configured, is built from, or read from the cache of, those items); None when empty."""
     if not mix_cfg:
         return None
+    from .instances import DEFAULTS, InstancePaste
     paste = None
-    sub = mix_cfg.get("instancepaste")
-    if sub is not None and sub is not False and not (isinstance(sub, dict) and sub.get("enabled", True) is False):
+    cfg = parse_part("instancepaste", mix_cfg.get("instancepaste"), DEFAULTS)
+    if cfg is not None:
         if rows == "ring":
             raise ConfigError("augmentation.instancepaste: not available with data.rows: ring (pasted points have "
                               "no laser index)")
-        from .instances import InstancePaste
-        cfg = {k: v for k, v in sub.items() if k != "enabled"} if isinstance(sub, dict) else sub
         paste = InstancePaste(cfg, source.label_map, geometry, source=source, items=items)
     return SceneMixing(mix_cfg, geometry, ring_order=ring_order, paste=paste)
