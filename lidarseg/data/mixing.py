@@ -101,19 +101,20 @@ def pitch_degrees(points: np.ndarray) -> np.ndarray:
 
 
 def pixel_of(points: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) int64 [N] of every point on the spherical grid `geometry` (SensorGeometry), RangeNet++'s formula
-    with rows and columns clamped to the image; non-finite points get row = col = -1."""
-    xyz = points[:, :3].astype(np.float64)
-    r = np.linalg.norm(xyz, axis=1)
-    ok = np.isfinite(r) & (r > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    """(row, col) int64 [N] of every point on the spherical grid `geometry` (SensorGeometry): RangeNet++'s formula
+    in float32, as `projection.spherical_projection`, rows and columns clamped to the image; points with
+    non-finite coordinates or zero range get row = col = -1."""
+    xyz = np.asarray(points[:, :3], dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        r = np.sqrt((xyz * xyz).sum(1))
+        ok = np.isfinite(r) & (r > 0)
         yaw = -np.arctan2(xyz[:, 1], xyz[:, 0])
-        pitch = np.arcsin(np.clip(xyz[:, 2] / np.where(ok, r, 1.0), -1, 1))
-    fd, fu = np.radians(geometry.fov_down), np.radians(geometry.fov_up)
-    col = np.clip(np.floor(0.5 * (yaw / np.pi + 1.0) * geometry.width), 0, geometry.width - 1)
-    row = np.clip(np.floor((1.0 - (pitch - fd) / (fu - fd)) * geometry.height), 0, geometry.height - 1)
-    col = np.where(ok, col, -1).astype(np.int64)
-    row = np.where(ok, row, -1).astype(np.int64)
+        pitch = np.arcsin(np.clip(xyz[:, 2] / np.where(ok, r, np.float32(1)), -1, 1))
+    fd, fu = np.float32(np.radians(geometry.fov_down)), np.float32(np.radians(geometry.fov_up))
+    col = np.floor(np.float32(0.5) * (yaw / np.float32(np.pi) + np.float32(1)) * np.float32(geometry.width))
+    row = np.floor((np.float32(1) - (pitch - fd) / (fu - fd)) * np.float32(geometry.height))
+    col = np.where(ok, np.clip(np.nan_to_num(col), 0, geometry.width - 1), -1).astype(np.int64)
+    row = np.where(ok, np.clip(np.nan_to_num(row), 0, geometry.height - 1), -1).astype(np.int64)
     return row, col
 
 
