@@ -19,7 +19,8 @@ def data(synthetic_root):
 
 def test_bank_matches_plain_grouping(data, tmp_path):
     ds, ground = data
-    bank = InstanceBank.build(ds.source, ds.items, ds.label_map, 20, ground)
+    every = list(range(1, ds.label_map.num_classes))
+    bank = InstanceBank.build(ds.source, ds.items, ds.label_map, 20, ground, classes=every)
     want = []
     for item in ds.items:
         pts = ds.source.read_points(item)
@@ -36,15 +37,22 @@ def test_bank_matches_plain_grouping(data, tmp_path):
     got = sorted((int(bank.cls[k]), bank.points[bank.instance(k)].tobytes()) for k in range(len(bank)))
     assert got == sorted((c, p.tobytes()) for c, p in want)
     # cached: the same bank read back, from the file
-    a = InstanceBank.cached(ds.source, ds.items, ds.label_map, 20, ground, cache_dir=tmp_path)
+    a = InstanceBank.cached(ds.source, ds.items, ds.label_map, 20, ground, every, cache_dir=tmp_path)
     files = list(tmp_path.glob("instance-bank-*.bank"))
     assert len(files) == 1
-    b = InstanceBank.cached(ds.source, ds.items, ds.label_map, 20, ground, cache_dir=tmp_path)
+    b = InstanceBank.cached(ds.source, ds.items, ds.label_map, 20, ground, every, cache_dir=tmp_path)
     for key in ("points", "ring", "offsets", "cls", "ground", "class_points"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
         np.testing.assert_array_equal(getattr(a, key), getattr(bank, key))
-    c = InstanceBank.cached(ds.source, ds.items, ds.label_map, 50, ground, cache_dir=tmp_path)
+    c = InstanceBank.cached(ds.source, ds.items, ds.label_map, 50, ground, every, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("instance-bank-*.bank"))) == 2 and len(c) < len(a)  # another key
+    # by default only the classes under 0.5 % of the labelled points are kept
+    rare = InstanceBank.build(ds.source, ds.items, ds.label_map, 20, ground)
+    frac = bank.class_points / bank.class_points[1:].sum()
+    want_rare = sorted((c, p.tobytes()) for c, p in want if frac[c] < 0.005)
+    assert sorted((int(rare.cls[k]), rare.points[rare.instance(k)].tobytes()) for k in range(len(rare))) == want_rare
+    assert 0 < len(rare) < len(bank)
+    np.testing.assert_array_equal(rare.class_points, bank.class_points)
 
 
 def test_paste_occlusion_and_labels(data, tmp_path):

@@ -13,11 +13,12 @@ Config (key `instancepaste` of `data.augment`, beside the mixing parts of `lidar
                             # driveable_surface, other_flat, ground that the label config has
       cache_dir: null       # where the bank is cached; null: ROOT/.lidarseg-cache
 
-Bank (`InstanceBank`): every (class, instance id) group of a training scan's points with at least `min_points`
+Bank (`InstanceBank`): every (class, instance id) group of a training scan's points of the selected classes
+(`classes`, or those under `rare_fraction`, counted in a first pass over the labels) with at least `min_points`
 points (instance id = the upper 16 bits of SemanticKITTI raw labels), stored in its scan's sensor frame with
 its ring index (KPRNet) and the height of the ground under it (median z of the scan's ground-class points within
 2 m of the instance's centre in x, y; the instance's lowest z without such points). Built once per (source, root,
-training scans and their sizes, label map, min_points) and cached as an .npz archive named
+training scans and their sizes, label map, min_points, classes or rare_fraction, ground classes) and cached as an .npz archive named
 `instance-bank-<key>.bank` (atomic write; not .npz, which a folder-of-scans source would take for a scan).
 
 Paste, per instance (classes drawn uniformly, then an instance of the class uniformly): a rotation about the
@@ -58,7 +59,8 @@ def _ground_height(x, y, z, centre, fallback):
 class InstanceBank:
     """Instances of the training split: points float32 [P,4] (sensor frame of their scan), ring int64 [P],
     offsets int64 [K+1] (instance k is points[offsets[k]:offsets[k+1]]), cls int64 [K] (train id), ground float64
-    [K] (ground height under it, metres), class_points int64 [C] (points per train id over the split)."""
+    [K] (ground height under it, metres), class_points int64 [C] (points per train id over the split). Only the
+    instances of the selected classes are kept (a bank of every car of SemanticKITTI would take gigabytes)."""
 
     def __init__(self, points, ring, offsets, cls, ground, class_points):
         self.points, self.ring, self.offsets = points, ring, offsets
@@ -73,23 +75,43 @@ class InstanceBank:
     def count(self, c: int) -> int:
         return int((self.cls == c).sum())
 
+    @staticmethod
+    def select_classes(class_points, label_map, rare_fraction: float) -> list[int]:
+        """Train ids under `rare_fraction` of the labelled, non-ignored points counted in `class_points`."""
+        labelled = np.asarray(class_points, np.int64).copy()
+        labelled[list(label_map.ignore)] = 0
+        frac = labelled / max(int(labelled.sum()), 1)
+        return [k for k in range(label_map.num_classes) if k not in label_map.ignore and frac[k] < rare_fraction]
+
     @classmethod
-    def build(cls, source, items, label_map, min_points: int, ground_ids) -> "InstanceBank":
+    def build(cls, source, items, label_map, min_points: int, ground_ids, classes=None,
+              rare_fraction: float = 0.005) -> "InstanceBank":
+        """Two passes over the labelled `items`: the labels alone (points per class, which scans hold instances of
+        which classes), then the points of the scans holding instances of `classes` (train ids; None: the classes
+        under `rare_fraction` of the points), whose instances of those classes are kept."""
         from .mixing import _rings
-        pts_out, ring_out, sizes, classes, grounds = [], [], [], [], []
         class_points = np.zeros(label_map.num_classes, np.int64)
-        is_ground = np.isin(np.arange(label_map.num_classes), list(ground_ids))
+        holds = []
         for item in items:
             if item.labels is None:
+                continue
+            raw = np.asarray(source.read_raw_labels(item)).astype(np.int64)
+            train = label_map.to_train(raw & 0xFFFF, source=str(item.labels), unknown="zero")
+            class_points += np.bincount(train, minlength=label_map.num_classes)
+            holds.append((item, set(np.unique(train[(raw >> 16) > 0]).tolist())))
+        wanted = set(cls.select_classes(class_points, label_map, rare_fraction) if classes is None else classes)
+        wanted -= set(label_map.ignore)
+        pts_out, ring_out, sizes, kinds, grounds = [], [], [], [], []
+        is_ground = np.isin(np.arange(label_map.num_classes), list(ground_ids))
+        is_wanted = np.isin(np.arange(label_map.num_classes), list(wanted))
+        for item, present in holds:
+            if not present & wanted:
                 continue
             points = source.read_points(item)
             raw = np.asarray(source.read_raw_labels(item, points.shape[0])).astype(np.int64)
             train = label_map.to_train(raw & 0xFFFF, source=str(item.labels), unknown="zero")
-            class_points += np.bincount(train, minlength=label_map.num_classes)
             inst = raw >> 16
-            sel = np.flatnonzero(inst > 0)
-            if sel.size == 0:
-                continue
+            sel = np.flatnonzero((inst > 0) & is_wanted[train])
             key = train[sel] * (1 << 20) + inst[sel]
             order = np.argsort(key, kind="stable")
             sel, key = sel[order], key[order]
@@ -100,20 +122,19 @@ class InstanceBank:
             gx, gy, gz = (np.ascontiguousarray(points[gmask, i]) for i in range(3))
             for s, e in zip(starts, ends):
                 idx = sel[s:e]
-                c = int(train[idx[0]])
-                if idx.size < min_points or c in label_map.ignore:
+                if idx.size < min_points:
                     continue
                 p = points[idx]
                 pts_out.append(p)
                 ring_out.append(rings[idx])
                 sizes.append(idx.size)
-                classes.append(c)
+                kinds.append(int(train[idx[0]]))
                 grounds.append(_ground_height(gx, gy, gz, p[:, :2].astype(np.float64).mean(0),
                                               float(p[:, 2].min())))
         offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         return cls(np.concatenate(pts_out) if pts_out else np.zeros((0, 4), np.float32),
                    np.concatenate(ring_out) if ring_out else np.zeros(0, np.int64), offsets,
-                   np.asarray(classes, np.int64), np.asarray(grounds, np.float64), class_points)
+                   np.asarray(kinds, np.int64), np.asarray(grounds, np.float64), class_points)
 
     def save(self, path) -> None:
         from .io import atomic_write_bytes
@@ -133,10 +154,13 @@ class InstanceBank:
             return None
 
     @classmethod
-    def cached(cls, source, items, label_map, min_points: int, ground_ids, cache_dir=None, log=None):
-        """The bank of `items`, read from the cache when its key matches, else built and cached (an unwritable
-        cache directory only costs the rebuild next time)."""
+    def cached(cls, source, items, label_map, min_points: int, ground_ids, classes=None, rare_fraction=0.005,
+               cache_dir=None, log=None):
+        """`build`, read from the cache when its key matches, else built and cached (an unwritable cache directory
+        only costs the rebuild next time)."""
         desc = {"source": source.name, "root": str(Path(source.root).resolve()), "min_points": int(min_points),
+                "classes": None if classes is None else sorted(int(c) for c in classes),
+                "rare_fraction": float(rare_fraction),
                 "ground": sorted(int(g) for g in ground_ids), "learning_map": sorted(label_map.learning_map.items())
                 if hasattr(label_map, "learning_map") else None,
                 "scans": [[str(it.points), str(it.labels), Path(it.points).stat().st_size if it.points else 0]
@@ -148,7 +172,7 @@ class InstanceBank:
             bank = cls.load(path)
             if bank is not None:
                 return bank
-        bank = cls.build(source, items, label_map, min_points, ground_ids)
+        bank = cls.build(source, items, label_map, min_points, ground_ids, classes, rare_fraction)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             bank.save(path)
@@ -198,13 +222,11 @@ class InstancePaste:
             self.ground = _class_ids(c["ground_classes"], label_map, "ground_classes")
         requested = None if c["classes"] is None else _class_ids(c["classes"], label_map, "classes")
         if bank is None:
-            bank = InstanceBank.cached(source, items, label_map, int(c["min_points"]), self.ground, c["cache_dir"])
+            bank = InstanceBank.cached(source, items, label_map, int(c["min_points"]), self.ground, requested,
+                                       float(rf), c["cache_dir"])
         self.bank = bank
         if requested is None:
-            labelled = bank.class_points.copy()
-            labelled[list(label_map.ignore)] = 0
-            frac = labelled / max(int(labelled.sum()), 1)
-            requested = [k for k in range(label_map.num_classes) if k not in label_map.ignore and frac[k] < rf]
+            requested = InstanceBank.select_classes(bank.class_points, label_map, rf)
             self.classes = [k for k in requested if bank.count(k) > 0]
             if not self.classes:
                 raise ConfigError(f"augmentation.instancepaste: the instance bank holds no instance of the classes "
