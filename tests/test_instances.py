@@ -1,7 +1,9 @@
 """Instance paste (lidarseg.data.instances): the bank against a plain grouping of the training labels, its cache,
-occlusion after pasting, labels of pasted points, start-up errors."""
+occlusion after pasting, labels of pasted points (also as a property test over random scenes and banks), start-up
+errors."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from lidarseg.data.augment import rng_for
 from lidarseg.data.dataset import SemanticKITTI
@@ -146,3 +148,57 @@ def test_start_up_errors(synthetic_root, tmp_path, cfg, match):
     with pytest.raises(ConfigError, match=match):
         SemanticKITTI(synthetic_root, "train", sequences=[0],
                       augmentation={"seed": 0, "instancepaste": {"cache_dir": str(tmp_path), **cfg}})
+
+
+def _random_world(seed, n_ground, n_other, n_inst):
+    rs = np.random.default_rng(seed)
+    r = rs.uniform(3, 40, n_ground)
+    a = rs.uniform(-np.pi, np.pi, n_ground)
+    ground = np.stack([r * np.cos(a), r * np.sin(a), rs.normal(-1.7, 0.05, n_ground), rs.random(n_ground)], 1)
+    other = np.concatenate([rs.uniform(-40, 40, (n_other, 2)), rs.uniform(-1.7, 3, (n_other, 1)),
+                            rs.random((n_other, 1))], 1)
+    points = np.concatenate([ground, other]).astype(np.float32)
+    labels = np.concatenate([np.full(n_ground, 9), rs.integers(10, 20, n_other)]).astype(np.int64)
+    sizes = rs.integers(5, 60, n_inst)
+    inst = []
+    for size in sizes:
+        c = rs.uniform(5, 30) * np.array([np.cos(t := rs.uniform(-np.pi, np.pi)), np.sin(t)])
+        p = np.concatenate([c + rs.normal(0, 0.5, (size, 2)), rs.uniform(-1.7, 0.3, (size, 1)),
+                            rs.random((size, 1))], 1)
+        inst.append(p.astype(np.float32))
+    bank = InstanceBank(np.concatenate(inst), np.zeros(sizes.sum(), np.int64), np.r_[0, np.cumsum(sizes)],
+                        rs.choice([6, 8], n_inst), np.full(n_inst, -1.7), np.ones(20, np.int64))
+    return points, labels, bank
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), n_ground=st.integers(0, 3000), n_other=st.integers(0, 2000),
+       n_inst=st.integers(1, 6))
+def test_paste_property_labels_and_occlusion(seed, n_ground, n_other, n_inst):
+    from lidarseg.data.labels import LabelMap
+    from lidarseg.data.projection import SensorGeometry
+    points, labels, bank = _random_world(seed, n_ground, n_other, n_inst)
+    lm = LabelMap.from_yaml()
+    g = SensorGeometry(32, 256, 3.0, -25.0)
+    classes = sorted({lm.names[int(c)] for c in bank.cls})
+    paste = InstancePaste({"prob": 1.0, "classes": classes, "max_instances": 3}, lm, g, bank=bank)
+    kept, bank_index, pasted, pasted_labels = paste(points, labels, rng_for(seed, 0, 0))
+    # originals keep their labels (the caller takes labels[kept]); pasted points carry their instance's class
+    assert np.all(np.diff(kept) > 0) and (kept.size == 0 or kept[-1] < len(points))
+    owner = np.searchsorted(bank.offsets, bank_index, side="right") - 1
+    np.testing.assert_array_equal(pasted_labels, bank.cls[owner])
+    # a pasted point is its bank point turned about z (same horizontal range and remission)
+    src = bank.points[bank_index]
+    np.testing.assert_allclose(np.hypot(pasted[:, 0], pasted[:, 1]), np.hypot(src[:, 0], src[:, 1]), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_array_equal(pasted[:, 3], src[:, 3])
+    if n_ground == 0:
+        assert len(pasted) == 0  # no ground anywhere: nothing can stand on it
+    # occlusion: per pixel, every remaining point of one side is nearer than every remaining point of the other
+    orig = points[kept]
+    ro, co = pixel_of(orig, g)
+    rp, cp = pixel_of(pasted, g)
+    do, dp = np.linalg.norm(orig[:, :3], axis=1), np.linalg.norm(pasted[:, :3], axis=1)
+    key_o, key_p = ro * g.width + co, rp * g.width + cp
+    for pix in set(key_o.tolist()) & set(key_p.tolist()):
+        assert do[key_o == pix].max() <= dp[key_p == pix].min() or dp[key_p == pix].max() <= do[key_o == pix].min()
