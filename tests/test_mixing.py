@@ -13,7 +13,7 @@ from lidarseg.errors import ConfigError
 
 G = SensorGeometry(16, 64, 3.0, -25.0)
 ALL = {"lasermix": {"prob": 1.0}, "rangemix": {"prob": 1.0}, "rangeunion": {"prob": 1.0},
-       "rangeshift": {"prob": 1.0}}
+       "rangeshift": {"prob": 1.0}, "polarmix": {"prob": 1.0}}
 
 
 def random_scan(seed, n):
@@ -32,13 +32,20 @@ def check_provenance(out, a, b, shift_a=0.0, shift_b=0.0):
         np.testing.assert_array_equal(out.labels[sel], lab[out.index[sel]])
         back = rotate_z(out.points[sel], -ang)
         np.testing.assert_allclose(back, pts[out.index[sel]], atol=1e-4)
-    pairs = set(zip(out.source.tolist(), out.index.tolist()))
-    assert len(pairs) == len(out.source)  # no point twice
+    copy = out.source == 3  # polarmix's rotated copies of partner points: same label, z, remission, horizontal range
+    np.testing.assert_array_equal(out.labels[copy], b[1][out.index[copy]])
+    src = b[0][out.index[copy]]
+    np.testing.assert_allclose(out.points[copy][:, 2:], src[:, 2:])
+    np.testing.assert_allclose(np.hypot(*out.points[copy][:, :2].T), np.hypot(*src[:, :2].T), rtol=1e-5, atol=1e-5)
+    assert np.all(np.isin(out.source, [0, 1, 3]))
+    once = ~copy
+    pairs = set(zip(out.source[once].tolist(), out.index[once].tolist()))
+    assert len(pairs) == once.sum()  # no point of the scan or the partner twice
 
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31), n_a=st.integers(0, 400), n_b=st.integers(0, 400),
-       parts=st.lists(st.sampled_from(sorted(ALL)), min_size=1, max_size=4, unique=True))
+       parts=st.lists(st.sampled_from(sorted(ALL)), min_size=1, max_size=5, unique=True))
 def test_every_point_keeps_its_source_label(seed, n_a, n_b, parts):
     a, b = random_scan(seed, n_a), random_scan(seed + 1, n_b)
     mix = SceneMixing({k: {**ALL[k], "prob": 1.0} for k in parts}, G)
@@ -109,6 +116,30 @@ def test_rangeshift_rolls_the_range_image():
                                rtol=1e-5)
 
 
+def test_polarmix_against_transcription():
+    a, b = random_scan(6, 3000), random_scan(7, 3000)
+    b[1][:300] = 1  # some cars in the partner
+    out = SceneMixing({"polarmix": {"prob": 1.0, "swap_prob": 1.0, "copy_prob": 1.0}}, G)(
+        a[0], a[1], rng_for(3, 0, 0), partner=b)
+    rng = rng_for(3, 0, 0)
+    rng.random(), rng.random()
+    start = (rng.random() - 1.0) * np.pi
+    rng.random()
+    u1, u2 = rng.random(), rng.random()
+    yaw = lambda p: -np.arctan2(p[:, 1].astype(np.float64), p[:, 0].astype(np.float64))
+    inside = lambda p: (yaw(p) > start) & (yaw(p) < start + np.pi)
+    np.testing.assert_array_equal(out.index[out.source == 0], np.flatnonzero(~inside(a[0])))
+    np.testing.assert_array_equal(out.index[out.source == 1], np.flatnonzero(inside(b[0])))
+    cars = np.flatnonzero(np.isin(b[1], np.arange(1, 9)))
+    np.testing.assert_array_equal(out.index[out.source == 3], np.r_[cars, cars])
+    for k, angle in enumerate((u1 * 2 * np.pi / 3, (u2 + 1) * 2 * np.pi / 3)):
+        c, s = np.cos(angle), np.sin(angle)
+        q = b[0][cars].astype(np.float64)
+        want = np.stack([q[:, 0] * c - q[:, 1] * s, q[:, 0] * s + q[:, 1] * c], 1)
+        got = out.points[out.source == 3][k * cars.size:(k + 1) * cars.size, :2]
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def test_probability_zero_is_identity():
     a, b = random_scan(0, 500), random_scan(1, 500)
     out = SceneMixing({k: {"prob": 0.0} for k in ALL}, G)(a[0], a[1], rng_for(0, 0, 0), partner=b)
@@ -148,6 +179,8 @@ def test_ring_order_for_kprnet(make_synthetic_scan):
     ({"rangeshift": {"min_fraction": 0.7}}, "rangeshift.min_fraction"),
     ({"rangeshift": {"max": 3}}, "rangeshift"),
     ({"lasermix": 3}, "lasermix"),
+    ({"polarmix": {"swap_prob": 2}}, "polarmix.swap_prob"),
+    ({"polarmix": {"classes": ["car"]}}, "polarmix.classes"),
 ])
 def test_config_errors(cfg, key):
     with pytest.raises(ConfigError, match=rf"augmentation\.{key}"):
@@ -236,7 +269,7 @@ def test_training_with_mixing_and_paste(training_root, tmp_path, keep_torch_thre
     from lidarseg.engine.trainer import Trainer
     from test_engine_inference import TINY
     augment = ("data.augment={seed: 0, lasermix: {prob: 0.5}, rangemix: {prob: 0.5}, rangeunion: {prob: 0.5}, "
-               "rangeshift: {prob: 0.5}, instancepaste: {prob: 1.0, classes: [car], cache_dir: "
+               "rangeshift: {prob: 0.5}, polarmix: {prob: 0.5, classes: [car, person]}, instancepaste: {prob: 1.0, classes: [car], cache_dir: "
                f"'{tmp_path / 'cache'}'}}, rotation: {{}}}}")
     cfg = load_config(None, [*TINY, f"data.root={training_root}", augment])
     result = Trainer(cfg, tmp_path / "run", log=lambda *a: None).fit()

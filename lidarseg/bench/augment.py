@@ -1,5 +1,5 @@
 """`lidarseg bench augment`: per-sample CPU cost of each training augmentation (point augmentation, the scene-mixing
-parts, instance paste) on full-resolution synthetic scans (64 x 2048 steps, ~120k points), alone and inside the
+parts, PolarMix, instance paste) on full-resolution synthetic scans (64 x 2048 steps, ~120k points), alone and inside the
 whole loading pipeline (`SemanticKITTI.__getitem__`: read, augment, project, normalise, tensors), against the same
 pipeline without augmentation in the same process; medians of repeated runs and the ratio."""
 from __future__ import annotations
@@ -19,6 +19,7 @@ PARTS = {
     "rangemix": {"rangemix": {"prob": 1.0}},
     "rangeunion": {"rangeunion": {"prob": 1.0}},
     "rangeshift": {"rangeshift": {"prob": 1.0}},
+    "polarmix (swap and copy)": {"polarmix": {"prob": 1.0, "swap_prob": 1.0}},
     "instancepaste": {"instancepaste": {"prob": 1.0}},
 }
 

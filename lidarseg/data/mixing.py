@@ -7,6 +7,7 @@ Config (keys of `data.augment`, beside PointAugmentation's; each part optional, 
     rangemix:   {prob: 0.5, grids: [[1, 3], [1, 4], ...]}   # [columns, rows] of the block checkerboard
     rangeunion: {prob: 0.5}
     rangeshift: {prob: 0.5, min_fraction: 0.05}
+    polarmix:   {prob: 0.5, swap_prob: 0.5, copy_prob: 1.0, classes: null}   # null: car ... motorcyclist
 
 What each computes, on points [N,4] with train-id labels [N] (the "scan" A and a "partner" B drawn from the same
 split):
@@ -22,7 +23,14 @@ split):
   applied independently to A and to B: the range image rolled by s columns (OpenPCSeg: split point in
   [100, W - 100] of 2048 columns, f = 100/2048 ~ 0.05).
 
-Order per sample: rangeshift (A, then B), lasermix, rangemix, rangeunion; B is the same partner for all of them.
+- polarmix (PolarMix, Xiao et al.; mmdetection3d's PolarMix with swap_ratio / rotate_paste_ratio): with
+  `swap_prob`, the points of the current scene whose yaw (-atan2(y, x)) lies in (s, s + pi), s uniform in [-pi, 0),
+  are replaced by B's points there; with `copy_prob`, B's points of `classes` are added twice more, rotated about z
+  by u1 2 pi/3 and (1 + u2) 2 pi/3 (u uniform in [0, 1)), without occlusion handling, as the reference does
+  (`MixResult.source` 3 for these copies).
+
+Order per sample: rangeshift (A, then B), lasermix, rangemix, rangeunion, polarmix; B is the same partner for all of
+them.
 Working on points rather than on the images keeps one label per point (every output point is a point of A or B with
 its own label: `MixResult.source` and `MixResult.index` record which) and serves both the range image and KPRNet.
 All draws come from the sample's `numpy.random.Generator` (`augment.rng_for(seed, epoch, index)`): the partner
@@ -49,9 +57,12 @@ MIX_PARTS = {
     "rangemix": {"enabled": True, "prob": 0.5, "grids": DEFAULT_GRIDS},
     "rangeunion": {"enabled": True, "prob": 0.5},
     "rangeshift": {"enabled": True, "prob": 0.5, "min_fraction": 0.05},
+    "polarmix": {"enabled": True, "prob": 0.5, "swap_prob": 0.5, "copy_prob": 1.0, "classes": None},
 }
+#: PolarMix's instance classes for SemanticKITTI-style label configs (train ids 1-8 there), by name
+POLARMIX_CLASSES = ("car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist")
 #: parts that need a partner scan
-PAIR_PARTS = ("lasermix", "rangemix", "rangeunion")
+PAIR_PARTS = ("lasermix", "rangemix", "rangeunion", "polarmix")
 #: keys of `data.augment` owned here and by `lidarseg.data.instances` (instancepaste)
 MIX_KEYS = (*MIX_PARTS, "instancepaste")
 
@@ -85,8 +96,9 @@ def _int_list(value, key, lo, hi):
 @dataclass
 class MixResult:
     """Mixed scan: points float32 [M,4], labels int64 [M], rows int64 [M] or None (carried per point), and the
-    provenance of every output point: `source` int8 [M] (0: the scan, 1: the partner, 2: the instance bank) and
-    `index` int64 [M] (its row in that scan's input arrays, or in the bank's points)."""
+    provenance of every output point: `source` int8 [M] (0: the scan, 1: the partner, 2: the instance bank, 3: a
+    rotated copy of a partner point, polarmix) and `index` int64 [M] (its row in that scan's input arrays, or in
+    the bank's points)."""
     points: np.ndarray
     labels: np.ndarray
     rows: np.ndarray | None
@@ -134,13 +146,14 @@ class SceneMixing:
     detection (see the module docstring). `paste`: a `lidarseg.data.instances.InstancePaste` applied last (its
     config key `instancepaste` is ignored here)."""
 
-    def __init__(self, cfg: dict | None, geometry, ring_order: bool = False, paste=None):
+    def __init__(self, cfg: dict | None, geometry, ring_order: bool = False, paste=None, label_map=None):
         cfg = {k: v for k, v in (cfg or {}).items() if k != "instancepaste"}
         self.paste = paste
         unknown = sorted(set(cfg) - set(MIX_PARTS))
         if unknown:
             raise ConfigError(f"augmentation: unknown mixing keys {unknown}; valid keys: {list(MIX_PARTS)}")
         self.geometry = geometry
+        self.label_map = label_map
         self.ring_order = bool(ring_order)
         self.parts = {}
         for name, defaults in MIX_PARTS.items():
@@ -176,6 +189,22 @@ class SceneMixing:
                                       f"image, got {g!r}")
                 out.append(cr)
             p["rangemix"]["grids"] = out
+        if "polarmix" in p:
+            for key in ("swap_prob", "copy_prob"):
+                p["polarmix"][key] = _prob(p["polarmix"][key], f"polarmix.{key}")
+            names = p["polarmix"]["classes"]
+            if names is None:
+                ids = ([self.label_map.names.index(n) for n in POLARMIX_CLASSES if n in self.label_map.names]
+                       if self.label_map is not None else list(range(1, 9)))
+            else:
+                if self.label_map is None:
+                    raise ConfigError("augmentation.polarmix.classes: class names need the label config")
+                if (not isinstance(names, (list, tuple)) or not names
+                        or any(n not in self.label_map.names for n in names)):
+                    raise ConfigError(f"augmentation.polarmix.classes: expected a non-empty list of class names "
+                                      f"of {list(self.label_map.names)}, got {names!r}")
+                ids = [self.label_map.names.index(n) for n in names]
+            p["polarmix"]["class_ids"] = np.asarray(ids, np.int64)
         if "rangeshift" in p:
             f = p["rangeshift"]["min_fraction"]
             if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 0.5:
@@ -253,20 +282,36 @@ class SceneMixing:
                 free_b = np.zeros(pb.shape[0], bool)
                 free_b[ok_b] = ~occupied[row_b[ok_b] * g.width + col_b[ok_b]]
                 take_b |= free_b
+            copies = []
+            if "polarmix" in p and rng.random() < p["polarmix"]["prob"]:
+                pm = p["polarmix"]
+                if rng.random() < pm["swap_prob"]:
+                    start = (rng.random() - 1.0) * np.pi
+                    in_a, in_b = _in_sector(pa, start), _in_sector(pb, start)
+                    take_a &= ~in_a
+                    take_b = np.where(in_b, True, take_b & ~in_b)
+                if rng.random() < pm["copy_prob"]:
+                    members = np.flatnonzero(np.isin(lb, pm["class_ids"]))
+                    for angle in (rng.random() * 2 * np.pi / 3, (rng.random() + 1) * 2 * np.pi / 3):
+                        copies.append((members, rotate_z(pb[members], angle)))
+        else:
+            copies = []
         ia, ib = np.flatnonzero(take_a), np.flatnonzero(take_b)
-        source = np.concatenate([np.zeros(ia.size, np.int8), np.ones(ib.size, np.int8)])
-        index = np.concatenate([ia, ib]).astype(np.int64)
-        out_pts = np.concatenate([pa[ia], pb[ib]]) if ib.size else pa[ia]
-        out_lab = np.concatenate([la[ia], lb[ib]]) if ib.size else la[ia]
+        ic = np.concatenate([m for m, _ in copies]) if copies else np.zeros(0, np.int64)
+        source = np.concatenate([np.zeros(ia.size, np.int8), np.ones(ib.size, np.int8), np.full(ic.size, 3, np.int8)])
+        index = np.concatenate([ia, ib, ic]).astype(np.int64)
+        out_pts = np.concatenate([pa[ia], pb[ib], *[q for _, q in copies]])
+        out_lab = np.concatenate([la[ia], lb[ib], lb[ic]])
         out_rows = None
         if rows is not None:
             rb = np.zeros(0, np.int64) if partner_rows is None else np.asarray(partner_rows, np.int64)
-            if ib.size and partner_rows is None:
+            if (ib.size or ic.size) and partner_rows is None:
                 raise ValueError("SceneMixing: rows given for the scan but not for the partner")
-            out_rows = np.concatenate([np.asarray(rows, np.int64)[ia], rb[ib]])
+            out_rows = np.concatenate([np.asarray(rows, np.int64)[ia], rb[ib], rb[ic]])
         ring = None
         if self.ring_order:
-            ring = np.concatenate([ring_a[ia], ring_b[ib] if ib.size else np.zeros(0, np.int64)])
+            rb_ring = ring_b if ring_b is not None else np.zeros(0, np.int64)
+            ring = np.concatenate([ring_a[ia], rb_ring[ib], rb_ring[ic]])
         if self.paste is not None and rng.random() < self.paste.prob:
             if out_rows is not None:
                 raise ValueError("SceneMixing: instance paste cannot carry ring rows")
@@ -294,6 +339,12 @@ class SceneMixing:
         return np.where(row >= 0, colour, -1)
 
 
+def _in_sector(points, start):
+    """Points whose yaw -atan2(y, x) lies strictly inside (start, start + pi)."""
+    yaw = -np.arctan2(points[:, 1].astype(np.float64), points[:, 0].astype(np.float64))
+    return (yaw > start) & (yaw < start + np.pi)
+
+
 def _bands(pitch, lo, hi, n):
     """Band index 0..n-1 of inclinations `pitch` (degrees) in n equal bands of [lo, hi], clamped."""
     return np.clip(np.floor((pitch - lo) / (hi - lo) * n), 0, n - 1).astype(np.int64)
@@ -318,4 +369,4 @@ def build_mixing(mix_cfg: dict, geometry, source, items, rows: str = "elevation"
             raise ConfigError("augmentation.instancepaste: not available with data.rows: ring (pasted points have "
                               "no laser index)")
         paste = InstancePaste(cfg, source.label_map, geometry, source=source, items=items)
-    return SceneMixing(mix_cfg, geometry, ring_order=ring_order, paste=paste)
+    return SceneMixing(mix_cfg, geometry, ring_order=ring_order, paste=paste, label_map=source.label_map)
