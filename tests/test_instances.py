@@ -158,7 +158,8 @@ def _random_world(seed, n_ground, n_other, n_inst):
     other = np.concatenate([rs.uniform(-40, 40, (n_other, 2)), rs.uniform(-1.7, 3, (n_other, 1)),
                             rs.random((n_other, 1))], 1)
     points = np.concatenate([ground, other]).astype(np.float32)
-    labels = np.concatenate([np.full(n_ground, 9), rs.integers(10, 20, n_other)]).astype(np.int64)
+    labels = np.concatenate([np.full(n_ground, 9),  # road; the others: building .. traffic-sign, no ground
+                             rs.choice([13, 14, 15, 16, 18, 19], n_other)]).astype(np.int64)
     sizes = rs.integers(5, 60, n_inst)
     inst = []
     for size in sizes:
