@@ -203,3 +203,20 @@ def test_paste_property_labels_and_occlusion(seed, n_ground, n_other, n_inst):
     key_o, key_p = ro * g.width + co, rp * g.width + cp
     for pix in set(key_o.tolist()) & set(key_p.tolist()):
         assert do[key_o == pix].max() <= dp[key_p == pix].min() or dp[key_p == pix].max() <= do[key_o == pix].min()
+
+
+def test_stats_instances_command(synthetic_root, tmp_path, capsys):
+    from lidarseg.cli import main
+    args = ["stats", "--data", str(synthetic_root), "--sequences", "0", "--instances", "--cache-dir", str(tmp_path)]
+    assert main([*args, "--instance-classes", "car", "person"]) == 0
+    out = capsys.readouterr().out
+    ds = SemanticKITTI(synthetic_root, "train", sequences=[0])
+    ground = [ds.label_map.names.index(n) for n in ("road", "parking", "sidewalk", "other-ground", "terrain")]
+    car, person = ds.label_map.names.index("car"), ds.label_map.names.index("person")
+    bank = InstanceBank.build(ds.source, ds.items, ds.label_map, 20, ground, classes=[car, person])
+    assert f"{len(bank)} instances of >= 20 points" in out
+    rows = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[1:]}
+    assert rows == {"car": bank.count(car), "person": bank.count(person)} and bank.count(car) > 0
+    assert len(list(tmp_path.glob("instance-bank-*.bank"))) == 1  # cached as training would
+    assert main([*args, "--instance-classes", "bicycle"]) == 2
+    assert "no instance of ['bicycle']" in capsys.readouterr().err
