@@ -269,7 +269,8 @@ def test_training_with_mixing_and_paste(training_root, tmp_path, keep_torch_thre
     from lidarseg.engine.trainer import Trainer
     from test_engine_inference import TINY
     augment = ("data.augment={seed: 0, lasermix: {prob: 0.5}, rangemix: {prob: 0.5}, rangeunion: {prob: 0.5}, "
-               "rangeshift: {prob: 0.5}, polarmix: {prob: 0.5, classes: [car, person]}, instancepaste: {prob: 1.0, classes: [car], cache_dir: "
+               "rangeshift: {prob: 0.5}, polarmix: {prob: 0.5, classes: [car, person]}, "
+               "instancepaste: {prob: 1.0, classes: [car], cache_dir: "
                f"'{tmp_path / 'cache'}'}}, rotation: {{}}}}")
     cfg = load_config(None, [*TINY, f"data.root={training_root}", augment])
     result = Trainer(cfg, tmp_path / "run", log=lambda *a: None).fit()

@@ -22,7 +22,8 @@ H, W = 32, 256
 
 def image(points):
     proj = spherical_projection(points, H, W, 3.0, -25.0)
-    return torch.from_numpy(normalised_input(proj, RANGENET_MEAN, RANGENET_STD))[None], torch.from_numpy(proj.mask)[None]
+    x = torch.from_numpy(normalised_input(proj, RANGENET_MEAN, RANGENET_STD))
+    return x[None], torch.from_numpy(proj.mask)[None]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
-"""`lidarseg bench augment`: per-sample CPU cost of each training augmentation (point augmentation, the scene-mixing
-parts, PolarMix, instance paste) on full-resolution synthetic scans (64 x 2048 steps, ~120k points), alone and inside the
-whole loading pipeline (`SemanticKITTI.__getitem__`: read, augment, project, normalise, tensors), against the same
-pipeline without augmentation in the same process; medians of repeated runs and the ratio."""
+"""`lidarseg bench augment`: per-sample CPU cost of each training augmentation (point augmentation, the
+scene-mixing parts, PolarMix, instance paste) on full-resolution synthetic scans (64 x 2048 steps, ~120k points),
+alone and inside the whole loading pipeline (`SemanticKITTI.__getitem__`: read, augment, project, normalise,
+tensors), against the same pipeline without augmentation in the same process; medians of repeated runs and the
+ratio."""
 from __future__ import annotations
 
 import datetime
