@@ -19,7 +19,8 @@ points (instance id = the upper 16 bits of SemanticKITTI raw labels), stored in 
 its ring index (KPRNet) and the height of the ground under it (median z of the scan's ground-class points within
 2 m of the instance's centre in x, y; the instance's lowest z without such points). Built once per (source, root,
 training scans and their sizes, label map, min_points, classes or rare_fraction, ground classes) and cached as
-an .npz archive named `instance-bank-<key>.bank` (atomic write; not .npz, which a folder-of-scans source would take for a scan).
+an .npz archive named `instance-bank-<key>.bank` (atomic write; not .npz, which a folder-of-scans source would
+take for a scan).
 
 Paste, per instance (classes drawn uniformly, then an instance of the class uniformly): a rotation about the
 sensor's z axis by a uniform angle (same range, elevation and view of the object, another heading), then a vertical
