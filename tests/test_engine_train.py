@@ -170,6 +170,14 @@ def test_kprnet_mode_trains_validates_and_infers(root, tmp_path, capsys):
     assert "not used (the network predicts every point)" in capsys.readouterr().out
     f = tmp_path / "p" / "sequences" / "08" / "predictions" / "000000.label"
     assert f.stat().st_size * 4 == (root / "sequences" / "08" / "velodyne" / "000000.bin").stat().st_size
+    # test-time augmentation: KPRNet's flip votes; azimuth shifts are refused at start-up
+    infer = ["infer", "--checkpoint", str(tmp_path / "k" / "last.pt"), "--no-progress", "--device", "cpu",
+             "--limit", "1"]
+    assert main([*infer, "--out", str(tmp_path / "tta"), "--tta", "flip"]) == 0
+    assert "TTA 2 votes (horizontal flip)" in capsys.readouterr().out
+    assert (tmp_path / "tta" / "sequences" / "08" / "predictions" / "000000.label").stat().st_size == f.stat().st_size
+    assert main([*infer, "--out", str(tmp_path / "tta2"), "--tta", "flip,shift:2"]) == 2
+    assert "KPRNet takes flip votes only" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ through the CLI

@@ -132,3 +132,47 @@ def test_infer_tta_protocol(trained, tmp_path, capsys, monkeypatch):
     assert main([*common, "--out", str(tmp_path / "plain"), "--tta", "flip"]) == 2
     assert main([*common, "--out", str(tmp_path / "x"), "--tta", "flop"]) == 2
     assert main([*common, "--out", str(tmp_path / "y"), "--tta", "flip", "--mc-samples", "2"]) == 2
+
+
+class PointsOnly(torch.nn.Module):
+    """KPRNet-shaped model whose logits depend on xyz only: a flip of the image and px cannot change them."""
+    input_mode = "kprnet"
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(3, num_classes)
+
+    def forward(self, image, px, py, xyz, knn, point_mask=None):
+        return self.lin(xyz).transpose(1, 2)
+
+
+class SidedPoints(PointsOnly):
+    """Logits that depend on the sign of px (which side of the crop a point samples)."""
+
+    def forward(self, image, px, py, xyz, knn, point_mask=None):
+        return (self.lin(xyz) * (1 + px[..., None])).transpose(1, 2) + image.mean((1, 2, 3))[:, None, None]
+
+
+def kprnet_batch(n=50):
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.randn(1, 2, 8, 16, generator=g), "px": torch.rand(1, n, generator=g) * 2 - 1,
+            "py": torch.rand(1, n, generator=g) * 2 - 1, "xyz": torch.randn(1, n, 3, generator=g),
+            "knn": torch.zeros(1, n, 7, dtype=torch.int64), "point_mask": torch.ones(1, n, dtype=torch.bool)}
+
+
+def test_kprnet_flip_votes():
+    from lidarseg.data.representation import get_representation
+    rep = get_representation("kprnet")
+    batch = kprnet_batch()
+    model = PointsOnly().eval()
+    plain = torch.softmax(rep.forward(model, batch, "cpu"), 1)
+    torch.testing.assert_close(rep.tta_probs(model, batch, "cpu", TTA.parse("flip"), None), plain)
+    sided = SidedPoints().eval()
+    got = rep.tta_probs(sided, batch, "cpu", TTA.parse("flip"), None)
+    flipped = sided(torch.flip(batch["image"], [-1]), -batch["px"], batch["py"], batch["xyz"], batch["knn"])
+    torch.testing.assert_close(got, (torch.softmax(sided(batch["image"], batch["px"], batch["py"], batch["xyz"],
+                                                         batch["knn"]), 1) + torch.softmax(flipped, 1)) / 2)
+    with pytest.raises(ConfigError, match="KPRNet takes flip votes only"):
+        rep.check_tta(TTA.parse("flip,shift:2"))
+    rep.check_tta(TTA.parse("flip"))

@@ -126,9 +126,7 @@ def run(args) -> int:
                 else "off (each point takes its pixel's label)")
     if not rep.image_output:
         knn_text = "not used (the network predicts every point)"
-    if tta.active and not rep.image_output:
-        raise ConfigError(f"--tta: test-time augmentation is implemented for range-image networks, not input_mode "
-                          f"{mode!r}")
+    rep.check_tta(tta)
     print(f"checkpoint {args.checkpoint}: {cfg['model']['name']}, {mode} input, device {device}; KNN {knn_text}; "
           f"TTA {tta.describe()}")
     writer = writer_info(args.checkpoint, cfg, knn, mode, tta)

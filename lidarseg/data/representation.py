@@ -10,7 +10,9 @@ inference) only calls its methods:
 - `forward(model, batch, device, channels_last)`: logits (or a list of heads) from the batch;
 - `target(batch, device)`: what the loss compares the logits with;
 - `point_predictions(pred, batch, b, knn, num_classes)`: (labels of every point of the scan, their ground truth);
-- `pixel_pairs(pred, batch)`: (predicted, true) labels of the image pixels for the pixel IoU, or None.
+- `pixel_pairs(pred, batch)`: (predicted, true) labels of the image pixels for the pixel IoU, or None;
+- `check_tta(tta)`, `tta_probs(model, batch, device, tta, dataset)`: test-time augmentation (`infer --tta`): which
+  votes the family supports (ConfigError otherwise) and the softmax averaged over them.
 
 A new input family: a `Representation` subclass decorated with `@register_representation("name")` here (or in a
 module imported before the model is used), and models whose `input_mode` is that name.
@@ -68,6 +70,13 @@ class Representation:
     def pixel_pairs(self, pred: torch.Tensor, batch: dict):
         return None
 
+    def check_tta(self, tta) -> None:
+        if tta.active:
+            raise ConfigError(f"--tta: test-time augmentation is not implemented for input_mode {self.name!r}")
+
+    def tta_probs(self, model, batch: dict, device, tta, dataset) -> torch.Tensor:
+        raise NotImplementedError
+
 
 @register_representation("range")
 class RangeImage(Representation):
@@ -116,6 +125,13 @@ class RangeImage(Representation):
         mask = batch["mask"].to(pred.device)
         return pred[mask], batch["label"].to(pred.device)[mask]
 
+    def check_tta(self, tta):
+        pass  # flips and azimuth shifts of the range image (lidarseg.engine.tta)
+
+    def tta_probs(self, model, batch, device, tta, dataset):
+        from ..engine.tta import tta_probs
+        return tta_probs(model, batch["input"].to(device), batch["mask"], dataset.mean, dataset.std, tta)
+
 
 @register_representation("kprnet")
 class KPRNetInput(Representation):
@@ -141,6 +157,21 @@ class KPRNetInput(Representation):
 
     def target(self, batch, device):
         return batch["points_label"].to(device, non_blocking=True)
+
+    def check_tta(self, tta):
+        if tta.shifts > 1:
+            raise ConfigError("--tta: KPRNet takes flip votes only (an azimuth shift would need a new scan "
+                              "unfolding); use --tta flip")
+
+    def tta_probs(self, model, batch, device, tta, dataset):
+        """Mean point softmax [B,C,N] over the plain input and, with `flip`, KPRNet's training flip (image columns
+        reversed, px -> -px; xyz unchanged)."""
+        from ..models import main_logits
+        total = torch.softmax(main_logits(self.forward(model, batch, device)).float(), dim=1)
+        if tta.flip:
+            flipped = {**batch, "image": torch.flip(batch["image"], dims=[-1]), "px": -batch["px"]}
+            total = total + torch.softmax(main_logits(self.forward(model, flipped, device)).float(), dim=1)
+        return total / tta.votes
 
     def point_predictions(self, pred, batch, b, knn, num_classes):
         dev = pred.device

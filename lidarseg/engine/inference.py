@@ -65,8 +65,8 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
     `mc_samples` >= 2: MC-dropout (`uncertainty.mc_dropout_probs`): the prediction is the argmax of the mean softmax
     over that many passes, and each point's variance (its pixel's, 0 without a pixel) is written as float32 beside
     the prediction (SemanticKITTI: sequences/NN/uncert/NNNNNN.label, SalsaNext's layout).
-    `tta`: a `tta.TTA` or its text ("flip,shift:4"): the argmax of the mean softmax over its votes (range-image
-    networks; see lidarseg.engine.tta).
+    `tta`: a `tta.TTA` or its text ("flip,shift:4"): the argmax of the mean softmax over its votes (the
+    representation's `tta_probs`: range images lidarseg.engine.tta, KPRNet flip votes).
     Returns {"scans", "times" {stage: [seconds per scan]}, "evaluator" (None without labels), "knn", "tta"}."""
     from ..data.io import atomic_write_bytes
     from ..data.representation import representation_of
@@ -86,11 +86,9 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
             raise ConfigError(f"--mc-samples: MC-dropout is implemented for range-image networks, not input_mode "
                               f"{rep.name!r}")
         check_mc_samples(model, mc_samples)
-    from .tta import TTA, tta_probs
+    from .tta import TTA
     tta = TTA.parse(tta)
-    if tta.active and not rep.image_output:
-        raise ConfigError(f"--tta: test-time augmentation is implemented for range-image networks, not input_mode "
-                          f"{rep.name!r}")
+    rep.check_tta(tta)
     if tta.active and mc_samples:
         raise ConfigError("--tta and --mc-samples cannot be combined (both average softmax over several passes)")
     src = source if source is not None else builders.scan_source(cfg, label_map)
@@ -112,7 +110,7 @@ def predict_split(model, cfg: dict, label_map, split: str | None, out_root, knn:
             from .uncertainty import mc_dropout_probs
             logits, variance = mc_dropout_probs(model, batch["input"].to(device), mc_samples)
         elif tta.active:
-            logits = tta_probs(model, batch["input"].to(device), batch["mask"], ds.mean, ds.std, tta)
+            logits = rep.tta_probs(model, batch, device, tta, ds)
         else:
             logits = rep.forward(model, batch, device)
         pred = main_logits(logits).argmax(1)
