@@ -169,6 +169,17 @@ def _bisect_threshold(den: torch.Tensor, tau: float) -> torch.Tensor:
     return value(lo)
 
 
+def _pixel_thresholds(qd: torch.Tensor, rd: torch.Tensor, tau: float):
+    """Per-pixel decision thresholds (t(qd), t(rd)) of `_pass_threshold` for the denominators qd = |q|^2 + 1e-5,
+    rd = |r|^2 + 1e-5, so that the published test is `dot > max(tq, tr)` (`min` for tau < 0), exactly:
+    fl(max(a, b) + e) == max(fl(a + e), fl(b + e)) since rounding is monotone. (None, None) where a denominator is
+    not finite (the caller then divides pair by pair)."""
+    if tau == -math.inf:
+        return torch.full_like(qd, -math.inf), torch.full_like(rd, -math.inf)
+    tq, tr = _pass_threshold(qd, tau), _pass_threshold(rd, tau)
+    return (None, None) if tq is None or tr is None else (tq, tr)
+
+
 def subclass_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
                     r: torch.Tensor, r_lab: torch.Tensor, r_active: torch.Tensor,
                     threshold: float, chunk: int = 64, max_pairs: int = 1 << 22) -> torch.Tensor:
@@ -275,13 +286,9 @@ def subclass_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor
         groups.append((g0, g1, widths[g0]))
         g0 = g1
 
-    # per-pixel decision thresholds; fl(max(a, b) + e) == max(fl(a + e), fl(b + e)) since rounding is monotone
     qd, rd = qn + SIM_EPS, rn + SIM_EPS
-    if tau == -math.inf:
-        tq, tr = torch.full_like(qd, -math.inf), torch.full_like(rd, -math.inf)
-    else:
-        tq, tr = _pass_threshold(qd, tau), _pass_threshold(rd, tau)
-    exact_div = tq is None or tr is None                   # fall back to dividing pair by pair
+    tq, tr = _pixel_thresholds(qd, rd, tau)
+    exact_div = tq is None                                 # fall back to dividing pair by pair
     if exact_div:
         tq, tr = qd, rd                                    # the same gathers serve the denominators
     combine = torch.maximum if (tau >= 0 or exact_div) else torch.minimum   # t(D) rises with D iff tau >= 0
@@ -382,13 +389,8 @@ def dense_counts(q: torch.Tensor, q_lab: torch.Tensor, q_active: torch.Tensor,
         return counts
     qn, rn = torch.sum(q * q, dim=1), torch.sum(r * r, dim=1)          # [B,Nq], [B,Nr], as published
     qd, rd = qn + SIM_EPS, rn + SIM_EPS
-    if tau == -math.inf:
-        tq, tr = torch.full_like(qd, -math.inf), torch.full_like(rd, -math.inf)
-    else:
-        tq, tr = _pass_threshold(qd.reshape(-1), tau), _pass_threshold(rd.reshape(-1), tau)
-    exact_div = tq is None or tr is None
-    if not exact_div:
-        tq, tr = tq.reshape(B, Nq), tr.reshape(B, Nr)
+    tq, tr = _pixel_thresholds(qd, rd, tau)
+    exact_div = tq is None
     qt = q.transpose(1, 2)                                              # [B,Nq,C]
     q_lab, r_lab = q_lab.reshape(B, Nq), r_lab.reshape(B, Nr)
     r_keep = r_active.reshape(B, 1, Nr)
@@ -577,11 +579,9 @@ class SubclassifiedLoss(nn.Module):
                 ar = torch.ones_like(yr, dtype=torch.bool)
             else:
                 aq, ar = yq != self.ignore_index, yr != self.ignore_index
-            pairs = q.shape[2] * r.shape[2]
-            piece = dense_piece_pairs(x.device) if self.path != "windowed" and x.device.type == "cuda" else None
-            if choose_path(self.path, x.device, pairs, piece) == "dense":
-                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold, max(1, piece or DENSE_STEP_PAIRS),
-                                 compiled=self.compile_dense)
+            piece = dense_piece_pairs(x.device) if self.path != "windowed" else 0
+            if choose_path(self.path, x.device, q.shape[2] * r.shape[2], piece) == "dense":
+                k = dense_counts(q, yq, aq, r, yr, ar, self.threshold, max(1, piece), compiled=self.compile_dense)
             else:
                 k = subclass_counts(q, yq, aq, r, yr, ar, self.threshold, self.chunk, self.max_pairs)
             wq = torch.pow(k + self.eps, -self.power).reshape(B, 1, *qsz)
