@@ -1,12 +1,14 @@
-"""Aggregate the loss comparison of scripts/compare_losses.sh into a Markdown report and a Fig.-3-style PNG.
+"""Aggregate the comparisons of scripts/compare_losses.sh into a Markdown report and a Fig.-3-style PNG.
 
-Input: RUNS/<variant>/seed<S>/eval.json (written by `lidarseg evaluate --json`) and meta.json (written by
-compare_losses.sh: variant, seed, train_seconds, commands). Output: the report (per-class point IoU per variant as
-mean over seeds with min..max spread, mIoU, accuracy, training time) and, when matplotlib is importable, a PNG of the
-per-class IoU gain of each subclassified variant over each baseline, classes ordered by frequency, with the class
-frequency curve on a log axis.
+Input: RUNS/<variant>/seed<S>/eval.json (written by `lidarseg evaluate --json`), eval_tta.json (the same checkpoint
+predicted with test-time augmentation, optional) and meta.json (written by compare_losses.sh: variant, seed,
+train_seconds, commands). Output: the report (per-class point IoU per variant as mean over seeds with min..max
+spread, rare classes marked, mIoU, mIoU with TTA where measured, accuracy, training time) and, when matplotlib is
+importable, a PNG of the per-class IoU gain of each variant over its baselines (GAINS), classes ordered by
+frequency, with the class frequency curve on a log axis.
 
-    python3 scripts/compare_report.py --runs runs/compare --out docs/results-synthetic.md --figure docs/figures/gain.png
+    python3 scripts/compare_report.py --runs runs/compare --variants ce subclassified --out docs/results-tables.md \
+        --figure docs/figures/loss-gain.png
 """
 from __future__ import annotations
 
@@ -16,14 +18,20 @@ import statistics
 import sys
 from pathlib import Path
 
-BASELINES = ("ce", "wce")
-SUBCLASS = ("subclassified", "subclassified_wce")
 LABELS = {"ce": "CE", "wce": "class-weighted CE", "subclassified": "subclassified",
-          "subclassified_wce": "subclassified + class weights"}
+          "subclassified_wce": "subclassified + class weights", "lasermix": "CE + LaserMix",
+          "paste": "CE + InstancePaste", "lasermix_paste": "CE + LaserMix + InstancePaste",
+          "lasermix_paste_subclassified": "subclassified + LaserMix + InstancePaste"}
+ORDER = tuple(LABELS)
+# variant -> the variants it is compared against in the gain table and figure
+GAINS = {"subclassified": ("ce", "wce"), "subclassified_wce": ("ce", "wce"), "lasermix": ("ce",), "paste": ("ce",),
+         "lasermix_paste": ("ce",), "lasermix_paste_subclassified": ("ce", "subclassified")}
+RARE = 0.005   # classes under this share of the validation points are marked rare
 
 
-def load_runs(runs: Path) -> dict:
-    """-> {variant: [run dict with 'eval' and 'meta'], ...}, variants in a fixed order."""
+def load_runs(runs: Path, variants=None) -> dict:
+    """-> {variant: [run dict with 'eval', 'eval_tta' (or None) and 'meta'], ...}, variants in a fixed order
+    (only `variants` when given)."""
     out = {}
     for eval_file in sorted(runs.glob("*/seed*/eval.json")):
         run_dir = eval_file.parent
@@ -31,8 +39,13 @@ def load_runs(runs: Path) -> dict:
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         meta.setdefault("variant", run_dir.parent.name)
         meta.setdefault("seed", run_dir.name[4:])
-        out.setdefault(meta["variant"], []).append({"eval": json.loads(eval_file.read_text()), "meta": meta})
-    order = [v for v in BASELINES + SUBCLASS if v in out] + sorted(v for v in out if v not in BASELINES + SUBCLASS)
+        tta_file = run_dir / "eval_tta.json"
+        out.setdefault(meta["variant"], []).append({
+            "eval": json.loads(eval_file.read_text()), "meta": meta,
+            "eval_tta": json.loads(tta_file.read_text()) if tta_file.is_file() else None})
+    if variants:
+        out = {v: out[v] for v in variants if v in out}
+    order = [v for v in ORDER if v in out] + sorted(v for v in out if v not in ORDER)
     return {v: out[v] for v in order}
 
 
@@ -64,8 +77,18 @@ def markdown(runs: dict) -> str:
              "|---|---:|" + "---:|" * len(variants)]
     for n in names:
         cells = [fmt([r["eval"]["iou"][n] for r in runs[v]]) for v in variants]
-        lines.append(f"| {n} | {points[n] / total:.4f} | " + " | ".join(cells) + " |")
+        rare = " (rare)" if points[n] / total < RARE else ""
+        lines.append(f"| {n}{rare} | {points[n] / total:.4f} | " + " | ".join(cells) + " |")
     lines.append("| **mIoU** | | " + " | ".join(fmt([r["eval"]["miou"] for r in runs[v]]) for v in variants) + " |")
+    if any(r["eval_tta"] for rs in runs.values() for r in rs):
+        cells = []
+        for v in variants:
+            tta = [r["eval_tta"] for r in runs[v] if r["eval_tta"]]
+            cells.append(fmt([t["miou"] for t in tta]) if len(tta) == len(runs[v]) else "n/a")
+        lines.append(f"| mIoU with TTA ({tta_protocol(runs)}) | | " + " | ".join(cells) + " |")
+        lines.append("| mIoU of the rare classes, without / with TTA | | " + " | ".join(
+            f"{rare_miou(runs[v], names, points, total, 'eval')} / {rare_miou(runs[v], names, points, total, 'eval_tta')}"
+            for v in variants) + " |")
     lines.append("| accuracy | | " + " | ".join(fmt([r["eval"]["accuracy"] for r in runs[v]]) for v in variants)
                  + " |")
     times = []
@@ -80,12 +103,33 @@ def markdown(runs: dict) -> str:
     return "\n".join(lines)
 
 
+def tta_protocol(runs: dict) -> str:
+    """The TTA votes as the infer JSON recorded them (one protocol expected across runs)."""
+    seen = set()
+    for rs in runs.values():
+        for r in rs:
+            proto = (r["eval_tta"] or {}).get("protocol") or {}
+            tta = proto.get("tta") or {}
+            if tta:
+                seen.add(f"{tta.get('votes')} votes: flip {'on' if tta.get('flip') else 'off'}, "
+                         f"{tta.get('shifts')} shift(s)")
+    return "; ".join(sorted(seen)) or "protocol not recorded"
+
+
+def rare_miou(rs: list, names: list, points: dict, total: int, key: str) -> str:
+    """Mean over seeds of the mean IoU over the rare classes; n/a where a run lacks `key`."""
+    rare = [n for n in names if points[n] / total < RARE]
+    if not rare or any(r[key] is None for r in rs):
+        return "n/a"
+    return f"{100 * statistics.fmean(statistics.fmean(r[key]['iou'][n] for n in rare) for r in rs):.1f}"
+
+
 def gains(runs: dict) -> list[tuple[str, str, dict]]:
-    """(subclass variant, baseline, {class: mean IoU gain}) for every pair present."""
+    """(variant, baseline, {class: mean IoU gain}) for every pair of GAINS present."""
     names, _ = class_order(runs)
     means = per_class_means(runs, names)
     return [(s, b, {n: means[s][n] - means[b][n] for n in names})
-            for s in SUBCLASS if s in runs for b in BASELINES if b in runs]
+            for s in runs for b in GAINS.get(s, ()) if b in runs]
 
 
 def gain_table(runs: dict) -> str:
@@ -134,10 +178,11 @@ def plot_gains(runs: dict, out: Path) -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/compare", type=Path)
+    p.add_argument("--variants", nargs="*", default=None, help="report only these variants (default: every one)")
     p.add_argument("--out", default=None, type=Path, help="write the tables here (Markdown); default: print")
     p.add_argument("--figure", default=None, type=Path, help="PNG of per-class gains")
     args = p.parse_args(argv)
-    runs = load_runs(args.runs)
+    runs = load_runs(args.runs, args.variants)
     if not runs:
         print(f"no runs with eval.json under {args.runs}", file=sys.stderr)
         return 1

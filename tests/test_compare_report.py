@@ -1,0 +1,69 @@
+"""scripts/compare_report.py (the tables of docs/results.md) on small hand-made run folders: every cell is checked
+against numbers computed here from the eval JSONs."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_report.py"
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("compare_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+POINTS = {"road": 9000, "car": 960, "person": 40}   # person: 0.4 % of the points, a rare class
+
+
+def write_run(root: Path, variant: str, seed: int, iou: dict, tta_iou: dict | None = None, secs: int = 60):
+    run = root / variant / f"seed{seed}"
+    run.mkdir(parents=True)
+    ev = {"iou": iou, "miou": sum(iou.values()) / len(iou), "accuracy": 0.5, "points": POINTS}
+    (run / "eval.json").write_text(json.dumps(ev))
+    (run / "meta.json").write_text(json.dumps({"variant": variant, "seed": seed, "train_seconds": secs}))
+    if tta_iou is not None:
+        tta = {"iou": tta_iou, "miou": sum(tta_iou.values()) / len(tta_iou), "accuracy": 0.5, "points": POINTS,
+               "protocol": {"knn": True, "tta": {"votes": 8, "flip": True, "shifts": 4}, "mc_samples": 0}}
+        (run / "eval_tta.json").write_text(json.dumps(tta))
+
+
+def row(text: str, first_cell: str) -> list[str]:
+    line = next(l for l in text.splitlines() if l.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_tables_gains_and_tta(tmp_path, report):
+    write_run(tmp_path, "ce", 0, {"road": 0.90, "car": 0.50, "person": 0.00}, {"road": 0.92, "car": 0.54, "person": 0.02})
+    write_run(tmp_path, "ce", 1, {"road": 0.80, "car": 0.40, "person": 0.10}, {"road": 0.82, "car": 0.42, "person": 0.12})
+    write_run(tmp_path, "lasermix", 0, {"road": 0.95, "car": 0.60, "person": 0.30})
+    write_run(tmp_path, "wce", 0, {"road": 0.10, "car": 0.10, "person": 0.10})
+    runs = report.load_runs(tmp_path, ["lasermix", "ce"])
+    assert list(runs) == ["ce", "lasermix"]          # the fixed order, and wce left out
+    text = report.markdown(runs)
+    assert row(text, "road")[1:] == ["0.9000", "85.0 (80.0..90.0)", "95.0"]
+    assert row(text, "person (rare)")[1:] == ["0.0040", "5.0 (0.0..10.0)", "30.0"]
+    miou_ce = [(0.9 + 0.5) / 3, (0.8 + 0.4 + 0.1) / 3]
+    assert row(text, "**mIoU**")[2] == f"{100 * sum(miou_ce) / 2:.1f} ({100 * min(miou_ce):.1f}..{100 * max(miou_ce):.1f})"
+    tta = row(text, "mIoU with TTA (8 votes: flip on, 4 shift(s))")
+    miou_tta = [(0.92 + 0.54 + 0.02) / 3, (0.82 + 0.42 + 0.12) / 3]
+    assert tta[2] == f"{100 * sum(miou_tta) / 2:.1f} ({100 * min(miou_tta):.1f}..{100 * max(miou_tta):.1f})"
+    assert tta[3] == "n/a"                           # lasermix was not predicted with TTA
+    assert row(text, "mIoU of the rare classes, without / with TTA")[2:] == ["5.0 / 7.0", "30.0 / n/a"]
+    (variant, base, gain), = report.gains(runs)
+    assert (variant, base) == ("lasermix", "ce")
+    assert gain["person"] == pytest.approx(0.30 - 0.05) and gain["road"] == pytest.approx(0.95 - 0.85)
+
+
+def test_main_writes_atomically_and_fails_without_runs(tmp_path, report, capsys):
+    assert report.main(["--runs", str(tmp_path / "none")]) == 1
+    assert "no runs with eval.json" in capsys.readouterr().err
+    write_run(tmp_path, "ce", 0, {"road": 0.9, "car": 0.5, "person": 0.0})
+    out = tmp_path / "tables.md"
+    assert report.main(["--runs", str(tmp_path), "--out", str(out)]) == 0
+    assert "| road | 0.9000 | 90.0 |" in out.read_text()
+    assert not list(tmp_path.glob("*.tmp"))
