@@ -86,9 +86,9 @@ def markdown(runs: dict) -> str:
             tta = [r["eval_tta"] for r in runs[v] if r["eval_tta"]]
             cells.append(fmt([t["miou"] for t in tta]) if len(tta) == len(runs[v]) else "n/a")
         lines.append(f"| mIoU with TTA ({tta_protocol(runs)}) | | " + " | ".join(cells) + " |")
-        lines.append("| mIoU of the rare classes, without / with TTA | | " + " | ".join(
-            f"{rare_miou(runs[v], names, points, total, 'eval')} / {rare_miou(runs[v], names, points, total, 'eval_tta')}"
-            for v in variants) + " |")
+        cells = [" / ".join(rare_miou(runs[v], names, points, total, key) for key in ("eval", "eval_tta"))
+                 for v in variants]
+        lines.append("| mIoU of the rare classes, without / with TTA | | " + " | ".join(cells) + " |")
     lines.append("| accuracy | | " + " | ".join(fmt([r["eval"]["accuracy"] for r in runs[v]]) for v in variants)
                  + " |")
     times = []
@@ -186,7 +186,8 @@ def main(argv=None) -> int:
     if not runs:
         print(f"no runs with eval.json under {args.runs}", file=sys.stderr)
         return 1
-    text = "## Per-class point IoU (%)\n\n" + markdown(runs) + "\n\n## Per-class gain (IoU points)\n\n" + gain_table(runs)
+    text = ("## Per-class point IoU (%)\n\n" + markdown(runs) + "\n\n## Per-class gain (IoU points)\n\n"
+            + gain_table(runs))
     if args.figure:
         plot_gains(runs, args.figure)
     if args.out:

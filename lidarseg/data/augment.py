@@ -13,7 +13,8 @@ Config (every part optional; a part that is present is on unless it says `enable
 
 Random streams: `rng_for(base_seed, epoch, index)` seeds numpy's PCG64 from the triple, so a sample's augmentation
 depends only on (seed, epoch, index): reproducible, independent of the number of DataLoader workers, and distinct for
-every sample and epoch. Datasets keep the epoch in a `SharedEpoch`, which persistent DataLoader workers read. Dropped points are not removed: `__call__` returns a `keep` mask and the projection gives them
+every sample and epoch. Datasets keep the epoch in a `SharedEpoch`, which persistent DataLoader workers read. Dropped
+points are not removed: `__call__` returns a `keep` mask and the projection gives them
 px = py = -1, so one prediction per original point stays possible.
 """
 from __future__ import annotations

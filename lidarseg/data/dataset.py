@@ -55,7 +55,8 @@ class SemanticKITTI(Dataset):
     root: dataset root (for SemanticKITTI: holding sequences/NN/). label_map: LabelMap, path to a label YAML, or
     None (the source's label config). source: a ScanSource, or the name of one (default "semantic-kitti") built
     over `root`; sensor None = the source's default geometry. rows: "elevation" (RangeNet++'s projection) or "ring"
-    (each point's row from the source's laser index: `ScanSource.read_rows`, nuScenes). sequences: overrides the split's sequence list. sensor: SensorGeometry, preset name or dict (height,
+    (each point's row from the source's laser index: `ScanSource.read_rows`, nuScenes). sequences: overrides the
+    split's sequence list. sensor: SensorGeometry, preset name or dict (height,
     width, fov_up, fov_down). normalization: {mean, std} (5 values each; RangeNet++'s by default).
     augmentation: PointAugmentation or its config dict (None = off; the dict may hold the scene-mixing parts of
     `lidarseg.data.mixing`). labels: read labels (None = all splits except
