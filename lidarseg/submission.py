@@ -209,7 +209,8 @@ def prediction_files(pred_root, sequences=None, source=None, split: str | None =
 def prepare_folder(pred_root, split: str, writer: dict, limit, overwrite: bool = False, source=None) -> dict:
     """Before `infer` writes predictions of `split` into `pred_root`: refuse a folder that holds predictions of
     another writer (checkpoint, options), of another limit for this split, or without a manifest, unless
-    `overwrite` (then every prediction file, MC-dropout variance file and the manifest are deleted first). Records this split as incomplete
+    `overwrite` (then every prediction file, MC-dropout variance file and the manifest are deleted first). Records
+    this split as incomplete
     in the manifest and returns the manifest to pass to `finish_folder`."""
     pred_root = Path(pred_root)
     existing = read_manifest(pred_root)

@@ -93,7 +93,8 @@ PY
   done
 done
 
-"$PYTHON" scripts/compare_report.py --runs "$OUT" --variants $VARIANTS --out "$REPORT" --figure "$FIGURE"
+"$PYTHON" scripts/compare_report.py --runs "$OUT" --variants $VARIANTS --seeds $SEEDS --out "$REPORT" \
+  --figure "$FIGURE"
 best=$(ls "$OUT"/subclassified/seed*/best.pt 2>/dev/null | head -n 1 || true)
 [ -n "$best" ] && "$PYTHON" scripts/plot_weight_maps.py --checkpoint "$best" --data "$data" \
   --out docs/figures/weight-maps.png

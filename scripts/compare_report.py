@@ -29,9 +29,10 @@ GAINS = {"subclassified": ("ce", "wce"), "subclassified_wce": ("ce", "wce"), "la
 RARE = 0.005   # classes under this share of the validation points are marked rare
 
 
-def load_runs(runs: Path, variants=None) -> dict:
+def load_runs(runs: Path, variants=None, seeds=None) -> dict:
     """-> {variant: [run dict with 'eval', 'eval_tta' (or None) and 'meta'], ...}, variants in a fixed order
-    (only `variants` when given)."""
+    (only `variants` and only the runs of `seeds` when given, so that every variant is averaged over the same
+    seeds)."""
     out = {}
     for eval_file in sorted(runs.glob("*/seed*/eval.json")):
         run_dir = eval_file.parent
@@ -39,6 +40,8 @@ def load_runs(runs: Path, variants=None) -> dict:
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         meta.setdefault("variant", run_dir.parent.name)
         meta.setdefault("seed", run_dir.name[4:])
+        if seeds is not None and str(meta["seed"]) not in {str(x) for x in seeds}:
+            continue
         tta_file = run_dir / "eval_tta.json"
         out.setdefault(meta["variant"], []).append({
             "eval": json.loads(eval_file.read_text()), "meta": meta,
@@ -86,9 +89,9 @@ def markdown(runs: dict) -> str:
             tta = [r["eval_tta"] for r in runs[v] if r["eval_tta"]]
             cells.append(fmt([t["miou"] for t in tta]) if len(tta) == len(runs[v]) else "n/a")
         lines.append(f"| mIoU with TTA ({tta_protocol(runs)}) | | " + " | ".join(cells) + " |")
-        lines.append("| mIoU of the rare classes, without / with TTA | | " + " | ".join(
-            f"{rare_miou(runs[v], names, points, total, 'eval')} / {rare_miou(runs[v], names, points, total, 'eval_tta')}"
-            for v in variants) + " |")
+        cells = [" / ".join(rare_miou(runs[v], names, points, total, key) for key in ("eval", "eval_tta"))
+                 for v in variants]
+        lines.append("| mIoU of the rare classes, without / with TTA | | " + " | ".join(cells) + " |")
     lines.append("| accuracy | | " + " | ".join(fmt([r["eval"]["accuracy"] for r in runs[v]]) for v in variants)
                  + " |")
     times = []
@@ -179,14 +182,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/compare", type=Path)
     p.add_argument("--variants", nargs="*", default=None, help="report only these variants (default: every one)")
+    p.add_argument("--seeds", nargs="*", default=None, help="report only these seeds (default: every one)")
     p.add_argument("--out", default=None, type=Path, help="write the tables here (Markdown); default: print")
     p.add_argument("--figure", default=None, type=Path, help="PNG of per-class gains")
     args = p.parse_args(argv)
-    runs = load_runs(args.runs, args.variants)
+    runs = load_runs(args.runs, args.variants, args.seeds)
     if not runs:
         print(f"no runs with eval.json under {args.runs}", file=sys.stderr)
         return 1
-    text = "## Per-class point IoU (%)\n\n" + markdown(runs) + "\n\n## Per-class gain (IoU points)\n\n" + gain_table(runs)
+    text = ("## Per-class point IoU (%)\n\n" + markdown(runs) + "\n\n## Per-class gain (IoU points)\n\n"
+            + gain_table(runs))
     if args.figure:
         plot_gains(runs, args.figure)
     if args.out:

@@ -95,3 +95,29 @@ def test_config_errors():
     assert not off.active
     part_off = PointAugmentation({"rotation": {"enabled": False}, "flip": False})
     assert not part_off.active
+
+
+def test_shared_epoch_reaches_forked_and_spawned_processes_and_copies_are_independent():
+    import copy
+    import multiprocessing as mp
+
+    from lidarseg.data.augment import SharedEpoch
+    e = SharedEpoch(3)
+    c = copy.deepcopy(e)               # outside process start-up: an independent counter of the same value
+    e.set(5)
+    assert (e.get(), c.get()) == (5, 3)
+    for method in ("fork", "spawn"):
+        ctx = mp.get_context(method)
+        go, out = ctx.Queue(), ctx.Queue()
+        p = ctx.Process(target=_report_epoch_after, args=(e, go, out))
+        p.start()
+        e.set(9)                       # set after the child started: the child still sees it
+        go.put("go")
+        assert out.get(timeout=60) == 9, method
+        p.join(60)
+        e.set(5)
+
+
+def _report_epoch_after(epoch, go, out):
+    go.get(timeout=60)
+    out.put(epoch.get())

@@ -54,6 +54,9 @@ def test_tables_gains_and_tta(tmp_path, report):
     assert tta[2] == f"{100 * sum(miou_tta) / 2:.1f} ({100 * min(miou_tta):.1f}..{100 * max(miou_tta):.1f})"
     assert tta[3] == "n/a"                           # lasermix was not predicted with TTA
     assert row(text, "mIoU of the rare classes, without / with TTA")[2:] == ["5.0 / 7.0", "30.0 / n/a"]
+    only0 = report.load_runs(tmp_path, ["ce", "lasermix"], seeds=[0])
+    assert [r["meta"]["seed"] for r in only0["ce"]] == [0]
+    assert row(report.markdown(only0), "road")[1:] == ["0.9000", "90.0", "95.0"]
     (variant, base, gain), = report.gains(runs)
     assert (variant, base) == ("lasermix", "ce")
     assert gain["person"] == pytest.approx(0.30 - 0.05) and gain["road"] == pytest.approx(0.95 - 0.85)

@@ -41,6 +41,21 @@ def test_open_section_replaced_when_name_changes(tmp_path):
     assert C.load_config(same)["loss"] == {"name": "wce", "epsilon": 0.01}
 
 
+def test_set_mapping_merges_fixed_sections_and_replaces_open_ones():
+    """`--set data.sensor={height: 32}` changes the height only (it used to drop the other sensor keys, and the
+    consistency check then failed with a KeyError); `--set loss={...}` replaces the loss section whole."""
+    demo = CONFIG_DIR / "demo.yaml"
+    base = C.load_config(demo)
+    cfg = C.load_config(demo, ["data.sensor={height: 32}", "loss={name: subclassified}",
+                               "data.augment={flip: {y: 0.25}}"])
+    assert cfg["data"]["sensor"] == {**base["data"]["sensor"], "height": 32}
+    assert base["data"]["sensor"]["width"] == 512                       # the demo's width, kept
+    assert cfg["loss"] == {"name": "subclassified"}
+    assert cfg["data"]["augment"] == {"flip": {"y": 0.25}}             # open section: replaced, not merged
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.sensor.heigth'"):
+        C.load_config(demo, ["data.sensor={heigth: 32}"])
+
+
 def test_unknown_key_lists_valid(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'.*epochs"):
         C.load_config(write(tmp_path / "x.yaml", "train: {epoch: 3}\n"))

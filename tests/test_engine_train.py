@@ -71,6 +71,22 @@ def test_train_writes_tags_checkpoints_and_config(root, tmp_path, capsys):
     assert "--resume auto" in capsys.readouterr().err
 
 
+def test_persistent_workers_follow_the_epoch(root, tmp_path):
+    """With one DataLoader worker started once for the whole run, three epochs of augmented training give exactly
+    the weights of loading in the main process: the worker sees every epoch's augmentation stream."""
+    aug = "data.augment={rotation: true, flip: true, scale: {}, dropout: {}}"
+    ref = Trainer(cfg(root, "train.epochs=3", "val.every=0", aug), tmp_path / "w0", log=quiet)
+    ref.fit()
+    c = cfg(root, "train.epochs=3", "val.every=0", aug, "data.workers=1")
+    t = Trainer(c, tmp_path / "w1", log=quiet)
+    assert builders.epoch_reaches_workers(t.train_set)
+    assert t._train_loader() is t._train_loader() and t._train_loader().persistent_workers
+    t.fit()
+    assert t._persistent_loader is None   # the worker is stopped at the end of fit
+    for (name, a), b in zip(ref.model.state_dict().items(), t.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_ctrl_c_then_resume_is_exact(root, tmp_path, monkeypatch):
     c = cfg(root, "train.epochs=2", "val.every=0", "data.augment={rotation: true, flip: true}")
     straight = Trainer(c, tmp_path / "a", log=quiet)

@@ -261,6 +261,25 @@ def test_kprnet_dataset_mixing(synthetic_root):
         KPRNetDataset(synthetic_root, "train", sequences=[0], mixing={"rangeshift": {"prob": 3}})
 
 
+def test_kprnet_refuses_point_augmentation_keys(synthetic_root):
+    """KPRNet draws its own crop and flip: range-image point augmentations in data.augment are refused when its
+    training dataset is built (they used to be ignored silently); mixing keys and evaluation datasets pass."""
+    from lidarseg.data.representation import get_representation
+    from lidarseg.engine import builders
+    from lidarseg.engine.config import load_config
+    rep = get_representation("kprnet")
+    kp = "data.kprnet={height: 65, width: 257, out_height: 65, out_width: 513, crop_width: 257}"
+    base = [f"data.root={synthetic_root}", "model={name: kprnet}", kp, "data.sequences={train: [0], valid: [8]}"]
+    cfg = load_config(None, [*base, "data.augment={rotation: {max_degrees: 180}, flip: {y: 0.5}, "
+                                    "lasermix: {prob: 0.5}}"])
+    lm = builders.label_map(cfg)
+    with pytest.raises(ConfigError, match=r"data\.augment: \['flip', 'rotation'\] .*KPRNet"):
+        builders.dataset(cfg, "train", rep, lm)
+    assert len(builders.dataset(cfg, "val", rep, lm)) > 0
+    ok = load_config(None, [*base, "data.augment={seed: 1, lasermix: {prob: 0.5}}"])
+    assert builders.dataset(ok, "train", rep, lm).mixing is not None
+
+
 def test_training_with_mixing_and_paste(training_root, tmp_path, keep_torch_threads, capsys):
     """One epoch through the engine with every mixing part and instance paste on; a bad value stops `lidarseg
     train` before any step, naming the key."""

@@ -27,6 +27,10 @@ def add_arguments(parser):
                         help="dataset format to write, with its sensor: semantic-kitti (HDL-64E), semantic-poss "
                              "(Pandora-40, sequences 00-05), nuscenes (HDL-32E, scenes scene-0001 (train) and "
                              "scene-0003 (val)) (default: %(default)s)")
+    parser.add_argument("--sensor", default=None, metavar="PRESET",
+                        help="sensor preset of a semantic-kitti generation: hdl64 (the default, SemanticKITTI's), "
+                             "hdl32, vlp16, os1-128, pandora-40 (docs/synthetic.md); range images of another "
+                             "sensor need a data.sensor height to match")
     parser.add_argument("--sequences", nargs="+", default=None, metavar="NN",
                         help="sequence ids (default: 00 01 02 03 08 11)")
     parser.add_argument("--scans", type=int, default=None,
@@ -50,7 +54,7 @@ def _generation_params(kwargs) -> dict:
     """The parameters a generation with these options records in its marker (as `ensure_dataset` compares them)."""
     from ..data.synthetic.generate import FORMAT_VERSION, SensorConfig, _normalise_faults, _normalise_sequences
     counts = _normalise_sequences(kwargs["sequences"], kwargs["scans"])
-    sensor = SensorConfig.from_options(None, azimuth_steps=kwargs["azimuth_steps"])
+    sensor = SensorConfig.from_options(kwargs["sensor"], azimuth_steps=kwargs["azimuth_steps"])
     return {"version": FORMAT_VERSION, "seed": int(kwargs["seed"]),
             "scans": {f"{s:02d}": n for s, n in counts.items()}, "sensor": sensor.to_dict(),
             "faults": _normalise_faults(kwargs["faults"]), "test_labels": bool(kwargs["test_labels"])}
@@ -85,7 +89,7 @@ def _other_format(args) -> int:
     if not hasattr(cls, "write_synthetic"):
         raise ConfigError(f"--format {args.format}: this format has no synthetic writer")
     used = [o for o, v in (("--faults", args.faults), ("--preview", args.preview), ("--test-labels", args.test_labels),
-                           ("--force", args.force), ("--if-missing", args.if_missing)) if v]
+                           ("--force", args.force), ("--if-missing", args.if_missing), ("--sensor", args.sensor)) if v]
     if used:
         raise ConfigError(f"{', '.join(used)}: only for --format semantic-kitti")
     if args.scans is not None and args.scans < 1:
@@ -102,7 +106,12 @@ def run(args) -> int:
     if args.format != "semantic-kitti":
         return _other_format(args)
 
+    if args.sensor is not None:
+        from ..data.synthetic.sensor import PRESETS
+        if args.sensor not in PRESETS:
+            raise ConfigError(f"--sensor: unknown preset {args.sensor!r}; valid: {', '.join(sorted(PRESETS))}")
     kwargs = dict(sequences=args.sequences, scans=args.scans, seed=args.seed, azimuth_steps=args.azimuth_steps,
+                  sensor=args.sensor,
                   faults=_faults(args.faults), preview=args.preview, test_labels=args.test_labels)
     refuse_other_generation(args.out, kwargs)
     if args.if_missing:

@@ -2,7 +2,8 @@
 
 Modules: `sources` (datasets by name: layout, readers, label config, prediction format), `representation`
 (input families by name: samples, collate, forward inputs, logits -> points), `io` (readers/writers), `labels`
-(LabelMap), `projection` (spherical projection, scan unfolding), `dataset` (range-image Dataset and collate), `augment` (point augmentation), `stats` (dataset statistics),
+(LabelMap), `projection` (spherical projection, scan unfolding), `dataset` (range-image Dataset and collate),
+`augment` (point augmentation), `stats` (dataset statistics),
 `synthetic` (the synthetic SemanticKITTI-format generator), `kprnet` (KPRNet's input pipeline).
 """
 import importlib

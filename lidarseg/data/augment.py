@@ -13,7 +13,8 @@ Config (every part optional; a part that is present is on unless it says `enable
 
 Random streams: `rng_for(base_seed, epoch, index)` seeds numpy's PCG64 from the triple, so a sample's augmentation
 depends only on (seed, epoch, index): reproducible, independent of the number of DataLoader workers, and distinct for
-every sample and epoch. Dropped points are not removed: `__call__` returns a `keep` mask and the projection gives them
+every sample and epoch. Datasets keep the epoch in a `SharedEpoch`, which persistent DataLoader workers read. Dropped
+points are not removed: `__call__` returns a `keep` mask and the projection gives them
 px = py = -1, so one prediction per original point stays possible.
 """
 from __future__ import annotations
@@ -35,6 +36,32 @@ _TOP = ("enabled", "seed", *_PARTS)
 def rng_for(base_seed: int, epoch: int, index: int) -> np.random.Generator:
     """The random stream of sample `index` in `epoch` under `base_seed`."""
     return np.random.default_rng([int(base_seed) % (1 << 63), int(epoch), int(index)])
+
+
+class SharedEpoch:
+    """A dataset's current epoch in shared memory: DataLoader workers started once (persistent_workers) see every
+    later `set` of the main process, so their samples follow (seed, epoch, index) exactly like fresh workers'.
+    Pickled outside process start-up (a copy, a checkpoint) it becomes an independent counter of the same value."""
+
+    def __init__(self, epoch: int = 0):
+        import multiprocessing
+        self._value = multiprocessing.RawValue("q", int(epoch))
+
+    def get(self) -> int:
+        return int(self._value.value)
+
+    def set(self, epoch: int) -> None:
+        self._value.value = int(epoch)
+
+    def __getstate__(self):
+        from multiprocessing.context import get_spawning_popen
+        return {"value": self._value} if get_spawning_popen() is not None else {"epoch": self.get()}
+
+    def __setstate__(self, state):
+        if "value" in state:
+            self._value = state["value"]
+        else:
+            self.__init__(state["epoch"])
 
 
 def parse_part(name: str, sub, defaults: dict) -> dict | None:

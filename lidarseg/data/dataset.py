@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .augment import PointAugmentation, rng_for
+from .augment import PointAugmentation, SharedEpoch, rng_for
 from .mixing import build_mixing, split_augment_config
 from .projection import SensorGeometry, normalised_input, rows_projection, spherical_projection
 from .sources import ScanSource, build_source
@@ -55,13 +55,16 @@ class SemanticKITTI(Dataset):
     root: dataset root (for SemanticKITTI: holding sequences/NN/). label_map: LabelMap, path to a label YAML, or
     None (the source's label config). source: a ScanSource, or the name of one (default "semantic-kitti") built
     over `root`; sensor None = the source's default geometry. rows: "elevation" (RangeNet++'s projection) or "ring"
-    (each point's row from the source's laser index: `ScanSource.read_rows`, nuScenes). sequences: overrides the split's sequence list. sensor: SensorGeometry, preset name or dict (height,
+    (each point's row from the source's laser index: `ScanSource.read_rows`, nuScenes). sequences: overrides the
+    split's sequence list. sensor: SensorGeometry, preset name or dict (height,
     width, fov_up, fov_down). normalization: {mean, std} (5 values each; RangeNet++'s by default).
     augmentation: PointAugmentation or its config dict (None = off; the dict may hold the scene-mixing parts of
     `lidarseg.data.mixing`). labels: read labels (None = all splits except
     "test"). unknown_labels: "error" or "zero" for raw ids missing from the learning_map. parallel: numba threads
     for the projection (never inside DataLoader workers).
     """
+
+    epoch_shared = True   # set_epoch reaches workers started once (SharedEpoch)
 
     def __init__(self, root, split: str, label_map=None, sequences=None, sensor=None, normalization=None,
                  augmentation=None, labels: bool | None = None, unknown_labels: str = "error",
@@ -92,7 +95,7 @@ class SemanticKITTI(Dataset):
         self.unknown_labels = unknown_labels
         self.has_labels = source.split_has_labels(split) if labels is None else bool(labels)
         self.parallel = parallel
-        self.epoch = 0
+        self._epoch = SharedEpoch()
         self.items = [replace(it, split=split) for it in source.list_scans(self.sequences, self.has_labels)]
         if mix_cfg:
             self.mixing = build_mixing(mix_cfg, self.sensor, source, self.items, rows=self.rows)
@@ -106,9 +109,14 @@ class SemanticKITTI(Dataset):
         return (f"SemanticKITTI(root={str(self.root)!r}, split={self.split!r}, sequences={self.sequences}, "
                 f"scans={len(self)}, labels={self.has_labels}, sensor={self.sensor})")
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of `epoch` (call before each epoch; see lidarseg.data.augment)."""
-        self.epoch = int(epoch)
+        """Select the augmentation stream of `epoch` (call before each epoch; see lidarseg.data.augment); workers
+        already started see it too."""
+        self._epoch.set(epoch)
 
     def _rng(self, index: int) -> np.random.Generator:
         seed = self.augmentation.seed

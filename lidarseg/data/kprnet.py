@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from .augment import SharedEpoch
 from .dataset import pad_points
 from .labels import LabelMap
 from .projection import scan_unfolding
@@ -215,6 +216,8 @@ class KPRNetDataset(torch.utils.data.Dataset):
     train ids of `label_map` (0 = ignored); without a labels directory (test split) they are 0.
     """
 
+    epoch_shared = True   # set_epoch reaches workers started once (SharedEpoch)
+
     def __init__(self, root, split: str = "train", label_map: LabelMap | None = None, train: bool | None = None,
                  seed: int = 0, geometry: KPRNetGeometry | None = None, k: int = 7,
                  sequences: Sequence[int] | None = None, knn_workers: int = 1, source=None,
@@ -230,7 +233,7 @@ class KPRNetDataset(torch.utils.data.Dataset):
         self.split = split
         self.transform = KPRNetTransform(split == "train" if train is None else train, geometry, k,
                                          knn_workers=knn_workers)
-        self.seed, self.epoch = int(seed), 0
+        self.seed, self._epoch = int(seed), SharedEpoch()
         with_labels = source.split_has_labels(split) if labels is None else bool(labels)
         self.items = source.items(split, sequences, labels=with_labels)
         self.mixing = None
@@ -240,8 +243,13 @@ class KPRNetDataset(torch.utils.data.Dataset):
             self.mixing = build_mixing(mixing, SensorGeometry.from_config(source.sensor), source, self.items,
                                        ring_order=True)
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """New crops and flips for `epoch`; workers already started see it too."""
+        self._epoch.set(epoch)
 
     def __len__(self) -> int:
         return len(self.items)

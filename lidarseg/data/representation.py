@@ -143,7 +143,13 @@ class KPRNetInput(Representation):
         from .kprnet import KPRNetDataset, KPRNetGeometry
         from .mixing import split_augment_config
         geom = KPRNetGeometry.from_config(cfg["data"]["kprnet"] or None)
-        mixing = split_augment_config(cfg["data"]["augment"])[1] if train else None
+        point_cfg, mix_cfg = split_augment_config(cfg["data"]["augment"])
+        unused = sorted(set(point_cfg or {}) - {"seed", "enabled"})
+        if train and unused:  # refused at training start-up rather than silently ignored
+            raise ConfigError(f"data.augment: {unused} are point augmentations of range-image models; KPRNet draws "
+                              "its own crop and flip (lidarseg.data.kprnet) and takes only the mixing keys "
+                              "(lasermix, rangemix, rangeunion, rangeshift, polarmix, instancepaste)")
+        mixing = mix_cfg if train else None
         return KPRNetDataset(source.root, split, train=train, seed=int(cfg["train"]["seed"]), geometry=geom,
                              sequences=sequences, source=source, mixing=mixing)
 

@@ -93,7 +93,8 @@ def compute_stats(root, split: str = "train", label_map=None, sequences=None, se
                          "train": {c: int(train_counts[c]) for c in range(lm.num_classes)},
                          "unknown_points": unknown_points}
     out["source"] = {
-        "data": str(root), "format": src.name, "split": split, "sequences": seqs, "scans": len(items), "points": int(num_points),
+        "data": str(root), "format": src.name, "split": split, "sequences": seqs, "scans": len(items),
+        "points": int(num_points),
         "pixels": int(moments.n), "sensor": geom.to_dict(), "label_config": lm.source,
         "date": datetime.date.today().isoformat(),
         "channels": ["range", "x", "y", "z", "remission"],

@@ -58,7 +58,8 @@ def knn_params(cfg: dict) -> dict:
 def dataset(cfg: dict, which: str, representation, lm: LabelMap, split: str | None = None,
             train: bool | None = None, sequences=None, source=None):
     """which: "train" (augmented, data.train_split, limit_train), "val" (data.val_split, limit_val) or "infer"
-    (`split` given, or None for a source without splits; no augmentation, no limit). `representation`: a Representation or its name (a model's
+    (`split` given, or None for a source without splits; no augmentation, no limit). `representation`: a
+    Representation or its name (a model's
     `input_mode`); `source`: a ScanSource (default: data.format over data.root); `sequences` overrides the
     config's data.sequences of the split."""
     from ..data.representation import Representation, get_representation
@@ -79,6 +80,13 @@ def dataset(cfg: dict, which: str, representation, lm: LabelMap, split: str | No
     if limit:
         ds = torch.utils.data.Subset(ds, range(min(int(limit), len(ds))))
     return ds
+
+
+def epoch_reaches_workers(ds) -> bool:
+    """True when DataLoader workers started once still follow `set_epoch`: datasets without epochs, and those that
+    keep the epoch in shared memory (class attribute `epoch_shared`, e.g. SemanticKITTI and KPRNetDataset)."""
+    inner = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    return not hasattr(inner, "set_epoch") or bool(getattr(inner, "epoch_shared", False))
 
 
 def set_epoch(ds, epoch: int) -> None:

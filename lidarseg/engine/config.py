@@ -156,8 +156,14 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return keys, parse_yaml(value, f"--set {key}") if value.strip() else ""
 
 
+def _in_open_section(dotted: str) -> bool:
+    return any(dotted == s or dotted.startswith(s + ".") for s in OPEN_SECTIONS)
+
+
 def apply_overrides(cfg: dict, overrides) -> dict:
-    """Apply `--set` strings in order; a new dict is returned."""
+    """Apply `--set` strings in order; a new dict is returned. A mapping given for a section of the fixed schema
+    changes only the keys it names (`data.sensor={height: 32}` keeps the width and field of view); one given for an
+    open section (OPEN_SECTIONS, e.g. `loss={name: ce}`) replaces that section whole."""
     out = copy.deepcopy(cfg)
     for text in overrides or ():
         keys, value = parse_override(text)
@@ -166,6 +172,9 @@ def apply_overrides(cfg: dict, overrides) -> dict:
             if not isinstance(node.get(k), dict):
                 node[k] = {}
             node = node[k]
+        dotted = ".".join(keys)
+        if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict) and not _in_open_section(dotted):
+            value = merge(node[keys[-1]], value, dotted)
         node[keys[-1]] = value
     return out
 

@@ -152,7 +152,8 @@ def timing_lines(times: dict, knn: bool) -> list[str]:
         v = times[s][skip:]
         total = [a + b for a, b in zip(total, v)]
         label = s if s != "knn" else ("KNN" if knn else "back-projection")
-        rows.append(f"  {label:<16} mean {1000 * statistics.fmean(v):8.1f} ms   median {1000 * statistics.median(v):8.1f} ms")
+        rows.append(f"  {label:<16} mean {1000 * statistics.fmean(v):8.1f} ms   "
+                    f"median {1000 * statistics.median(v):8.1f} ms")
     rows.append(f"  {'total':<16} mean {1000 * statistics.fmean(total):8.1f} ms   "
                 f"({1 / max(statistics.fmean(total), 1e-9):.1f} scans/s)")
     head = f"time per scan over {n - skip} scan(s)" + (" (first scan left out as warm-up)" if skip else "")

@@ -192,6 +192,7 @@ class Trainer:
         self._resume_rng = None
         self._empty_seen: set[str] = set()
         self._warm: set[int] = set()          # datasets already loaded once in this process (see _loader)
+        self._persistent_loader: DataLoader | None = None   # see _train_loader
         if self.ctx.is_main:
             for tmp in remove_stale_temporaries(self.run_dir):
                 self.log(f"removed {tmp} (left by a checkpoint write that was killed)")
@@ -284,18 +285,32 @@ class Trainer:
             return [t.float() for t in logits], target
         return logits.float(), target
 
-    def _loader(self, dataset, sampler, batch_size: int, drop_last: bool, generator=None) -> DataLoader:
+    def _loader(self, dataset, sampler, batch_size: int, drop_last: bool, generator=None,
+                persistent: bool = False) -> DataLoader:
         workers = int(self.cfg["data"]["workers"])
         if workers and len(dataset) and id(dataset) not in self._warm:
             # load one sample here first: the numba kernels of the readers and projections are then compiled (or
-            # loaded from numba's cache) once, in this process, and the workers forked at every epoch inherit them
-            # instead of each loading them again before its first batch
+            # loaded from numba's cache) once, in this process, and the forked workers inherit them instead of
+            # each loading them again before its first batch
             dataset[0]
             self._warm.add(id(dataset))
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=workers, collate_fn=self.rep.collate,
                           pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
-                          generator=generator, persistent_workers=False)
+                          generator=generator, persistent_workers=persistent and workers > 0)
+
+    def _train_loader(self) -> DataLoader:
+        """The training loader. Its workers start once and serve every epoch when the dataset carries the epoch to
+        them (`builders.epoch_reaches_workers`); the sampler runs in this process. Otherwise a loader per epoch
+        (workers forked again, seeded from the epoch)."""
+        if not builders.epoch_reaches_workers(self.train_set):
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, self.ctx.rank))
+            return self._loader(self.train_set, self.sampler, self.batch, drop_last=True, generator=gen)
+        if self._persistent_loader is None:
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, 0, self.ctx.rank))
+            self._persistent_loader = self._loader(self.train_set, self.sampler, self.batch, drop_last=True,
+                                                   generator=gen, persistent=True)
+        return self._persistent_loader
 
     # ------------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -334,6 +349,7 @@ class Trainer:
                 "(or fp16)") from None
         finally:
             self.logger.close()
+            self._persistent_loader = None   # its workers stop with the loader
         return {"stopped": False, **self.last_metrics}
 
     def main_metric_name(self) -> str:
@@ -349,8 +365,7 @@ class Trainer:
         self._resume_rng = None
         builders.set_epoch(self.train_set, self.epoch)
         self.sampler.set_epoch(self.epoch, skip=skip * self.batch)
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, self.ctx.rank))
-        loader = self._loader(self.train_set, self.sampler, self.batch, drop_last=True, generator=gen)
+        loader = self._train_loader()
         total = self.steps_per_epoch * self.accumulate
         bar = self._bar(total, initial=skip, desc=f"epoch {self.epoch + 1}/{self.epochs}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,8 @@
 mmsegmentation 1.x imports `mmcv.ops` at import time in several modules (PointRend's point head, the focal loss,
 mask-classification utilities), so with mmcv-lite `import mmseg.models` fails on the missing `mmcv._ext`. Of what
 those modules import, only `point_sample` is used by the CPU code paths, and it is plain torch (`grid_sample` on
-coordinates in [0, 1]); any other op raises the ModuleNotFoundError that mmseg's optional imports expect. `install()` puts this module in `sys.modules["mmcv.ops"]`, and only when mmcv's compiled
+coordinates in [0, 1]); any other op raises the ModuleNotFoundError that mmseg's optional imports expect. `install()`
+puts this module in `sys.modules["mmcv.ops"]`, and only when mmcv's compiled
 extension is absent and `mmcv.ops` has not been imported already; a full mmcv is never touched.
 """
 from __future__ import annotations
