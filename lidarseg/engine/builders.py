@@ -59,9 +59,8 @@ def dataset(cfg: dict, which: str, representation, lm: LabelMap, split: str | No
             train: bool | None = None, sequences=None, source=None):
     """which: "train" (augmented, data.train_split, limit_train), "val" (data.val_split, limit_val) or "infer"
     (`split` given, or None for a source without splits; no augmentation, no limit). `representation`: a
-    Representation or its name (a model's
-    `input_mode`); `source`: a ScanSource (default: data.format over data.root); `sequences` overrides the
-    config's data.sequences of the split."""
+    Representation or its name (a model's `input_mode`); `source`: a ScanSource (default: data.format over
+    data.root); `sequences` overrides the config's data.sequences of the split."""
     from ..data.representation import Representation, get_representation
     rep = representation if isinstance(representation, Representation) else get_representation(representation)
     d = cfg["data"]
