@@ -106,10 +106,6 @@ def run(args) -> int:
     if args.format != "semantic-kitti":
         return _other_format(args)
 
-    if args.sensor is not None:
-        from ..data.synthetic.sensor import PRESETS
-        if args.sensor not in PRESETS:
-            raise ConfigError(f"--sensor: unknown preset {args.sensor!r}; valid: {', '.join(sorted(PRESETS))}")
     kwargs = dict(sequences=args.sequences, scans=args.scans, seed=args.seed, azimuth_steps=args.azimuth_steps,
                   sensor=args.sensor,
                   faults=_faults(args.faults), preview=args.preview, test_labels=args.test_labels)
