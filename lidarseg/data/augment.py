@@ -64,6 +64,23 @@ class SharedEpoch:
             self.__init__(state["epoch"])
 
 
+class EpochStream:
+    """Mixin of datasets whose samples depend on the epoch: `set_epoch(e)` selects epoch e's random stream and, the
+    epoch living in a `SharedEpoch` (set `self._epoch = SharedEpoch()` in `__init__`), also reaches DataLoader
+    workers started earlier (`epoch_shared`: the trainer keeps such workers across epochs)."""
+
+    epoch_shared = True
+    _epoch: SharedEpoch
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of `epoch` (call before each epoch)."""
+        self._epoch.set(epoch)
+
+
 def parse_part(name: str, sub, defaults: dict) -> dict | None:
     """The options of part `name` of the augmentation config (`sub`: None/false = absent, true = defaults, or a
     mapping) merged over `defaults` (which hold `enabled`); None when absent or disabled. Unknown keys and other

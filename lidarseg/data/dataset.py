@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .augment import PointAugmentation, SharedEpoch, rng_for
+from .augment import EpochStream, PointAugmentation, SharedEpoch, rng_for
 from .mixing import build_mixing, split_augment_config
 from .projection import SensorGeometry, normalised_input, rows_projection, spherical_projection
 from .sources import ScanSource, build_source
@@ -49,7 +49,7 @@ def parse_normalization(cfg) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-class SemanticKITTI(Dataset):
+class SemanticKITTI(EpochStream, Dataset):
     """Scans of `split` ("train", "valid", "test", or any split of the label config) as range-image samples.
 
     root: dataset root (for SemanticKITTI: holding sequences/NN/). label_map: LabelMap, path to a label YAML, or
@@ -63,8 +63,6 @@ class SemanticKITTI(Dataset):
     "test"). unknown_labels: "error" or "zero" for raw ids missing from the learning_map. parallel: numba threads
     for the projection (never inside DataLoader workers).
     """
-
-    epoch_shared = True   # set_epoch reaches workers started once (SharedEpoch)
 
     def __init__(self, root, split: str, label_map=None, sequences=None, sensor=None, normalization=None,
                  augmentation=None, labels: bool | None = None, unknown_labels: str = "error",
@@ -108,15 +106,6 @@ class SemanticKITTI(Dataset):
     def __repr__(self):
         return (f"SemanticKITTI(root={str(self.root)!r}, split={self.split!r}, sequences={self.sequences}, "
                 f"scans={len(self)}, labels={self.has_labels}, sensor={self.sensor})")
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of `epoch` (call before each epoch; see lidarseg.data.augment); workers
-        already started see it too."""
-        self._epoch.set(epoch)
 
     def _rng(self, index: int) -> np.random.Generator:
         seed = self.augmentation.seed

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from .augment import SharedEpoch
+from .augment import EpochStream, SharedEpoch
 from .dataset import pad_points
 from .labels import LabelMap
 from .projection import scan_unfolding
@@ -201,7 +201,7 @@ def collate_kprnet(samples: Sequence[dict]) -> dict:
     return out
 
 
-class KPRNetDataset(torch.utils.data.Dataset):
+class KPRNetDataset(EpochStream, torch.utils.data.Dataset):
     """SemanticKITTI in KPRNet's input mode.
 
     KPRNetDataset(root, split, label_map=None, train=None, seed=0, geometry=None, k=7, sequences=None)
@@ -215,8 +215,6 @@ class KPRNetDataset(torch.utils.data.Dataset):
     Items are the `KPRNetTransform` dicts plus `sequence` ("08"), `scan` ("000123") and `has_labels`. Labels are
     train ids of `label_map` (0 = ignored); without a labels directory (test split) they are 0.
     """
-
-    epoch_shared = True   # set_epoch reaches workers started once (SharedEpoch)
 
     def __init__(self, root, split: str = "train", label_map: LabelMap | None = None, train: bool | None = None,
                  seed: int = 0, geometry: KPRNetGeometry | None = None, k: int = 7,
@@ -242,14 +240,6 @@ class KPRNetDataset(torch.utils.data.Dataset):
             from .projection import SensorGeometry
             self.mixing = build_mixing(mixing, SensorGeometry.from_config(source.sensor), source, self.items,
                                        ring_order=True)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """New crops and flips for `epoch`; workers already started see it too."""
-        self._epoch.set(epoch)
 
     def __len__(self) -> int:
         return len(self.items)

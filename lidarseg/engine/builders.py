@@ -81,15 +81,19 @@ def dataset(cfg: dict, which: str, representation, lm: LabelMap, split: str | No
     return ds
 
 
+def _unwrapped(ds):
+    return ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+
+
 def epoch_reaches_workers(ds) -> bool:
     """True when DataLoader workers started once still follow `set_epoch`: datasets without epochs, and those that
-    keep the epoch in shared memory (class attribute `epoch_shared`, e.g. SemanticKITTI and KPRNetDataset)."""
-    inner = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    keep the epoch in shared memory (`epoch_shared`, as `lidarseg.data.augment.EpochStream` datasets do)."""
+    inner = _unwrapped(ds)
     return not hasattr(inner, "set_epoch") or bool(getattr(inner, "epoch_shared", False))
 
 
 def set_epoch(ds, epoch: int) -> None:
     """Datasets that draw augmentation from (seed, epoch, index) get the epoch (KPRNetDataset, SemanticKITTI)."""
-    inner = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    inner = _unwrapped(ds)
     if hasattr(inner, "set_epoch"):
         inner.set_epoch(epoch)
