@@ -32,7 +32,7 @@ from torch import nn
 
 from lidarseg.errors import ConfigError, DataError
 
-__all__ = ["MODELS", "register_model", "list_models", "build_model", "build_model_from_config",
+__all__ = ["MODELS", "register_model", "list_models", "model_options", "build_model", "build_model_from_config",
            "load_state_dict_strict", "load_rangenet_checkpoint", "DEFAULT_IN_CHANNELS", "main_logits", "read_weights"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -65,7 +65,7 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def _valid_options(name: str) -> list[str]:
+def model_options(name: str) -> list[str]:
     """Keyword options of a builder: its own keywords, or those of the class it forwards **options to
     (`fn.model_class`)."""
     fn = MODELS[name]
@@ -82,7 +82,7 @@ def build_model(name: str, num_classes: int = 20, in_channels: int | None = None
         raise ConfigError(f"model.name={name!r}: unknown model; expected one of {list_models()}")
     if in_channels is None:
         in_channels = DEFAULT_IN_CHANNELS.get(name, 5)
-    valid = _valid_options(name)
+    valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"model {name!r}: unknown option(s) {unknown}; valid options are {valid}")

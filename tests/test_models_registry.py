@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lidarseg.data.representation import representation_of
-from lidarseg.models import build_model, list_models, main_logits
+from lidarseg.errors import ConfigError
+from lidarseg.models import build_model, list_models, main_logits, model_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,3 +26,12 @@ def test_registered_model_declares_a_representation_and_predicts_points(name, tr
     assert logits.shape == (1, 20, 32, 512) and torch.isfinite(logits).all()
     points, gt = rep.point_predictions(logits.argmax(1), batch, 0, None, 20)
     assert points.shape == gt.shape == (int(batch["num_points"][0]),)
+
+
+def test_model_options_are_the_builders_keywords():
+    assert {"channels", "blocks", "channels_last", "detach_skips"} <= set(model_options("rangenet21"))
+    for name in list_models():
+        opts = model_options(name)
+        assert not {"self", "num_classes", "in_channels", "depth"} & set(opts), name
+        with pytest.raises(ConfigError, match="valid options are"):
+            build_model(name, 20, None, no_such_option=1)

@@ -126,7 +126,7 @@ def _step_setup(name: str, mode: str, batch: int, device):
     from .model import _inputs
     channels_last = mode == "bf16_channels_last"
     # RangeNet keeps its own channels_last option (on by default): set it to the mode's layout
-    opts = {"channels_last": channels_last} if "channels_last" in models._valid_options(name) else {}
+    opts = {"channels_last": channels_last} if "channels_last" in models.model_options(name) else {}
     model = models.build_model(name, 20, None, **opts).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

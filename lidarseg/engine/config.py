@@ -293,12 +293,23 @@ def check_consistency(cfg: dict) -> None:
                                   f"got {seq!r}")
 
 
+def resolve_config_path(path) -> Path:
+    """The config file a user named: the path itself if it exists, else the shipped config of that name
+    (`configs/demo.yaml` or `demo.yaml` run from any folder, or from a wheel install without a checkout)."""
+    p = Path(path)
+    if p.is_file() or p.is_absolute():
+        return p
+    parts = p.parts[1:] if p.parts[:1] == ("configs",) else p.parts
+    shipped = CONFIG_DIR.joinpath(*parts) if parts else None
+    return shipped if shipped is not None and shipped.is_file() else p
+
+
 def load_config(path=None, overrides=(), defaults_path=DEFAULTS_PATH) -> dict:
     """The resolved config: base.yaml <- `path` (with its bases) <- overrides, validated."""
     defaults = read_yaml(defaults_path)
     cfg = defaults
     if path is not None:
-        cfg = merge(cfg, load_file_chain(path))
+        cfg = merge(cfg, load_file_chain(resolve_config_path(path)))
     cfg = validate(apply_overrides(cfg, overrides), defaults)
     check_consistency(cfg)
     return cfg
