@@ -26,9 +26,10 @@ from .data.labels import LabelMap
 from .errors import DataError
 
 
-def _kitti(label_map: LabelMap | None = None):
+def _kitti(label_map: LabelMap | None = None, data_root="."):
+    """The SemanticKITTI source of `data_root`: the one home of the layout (velodyne scans, prediction paths)."""
     from .data.sources.kitti import SemanticKITTISource
-    return SemanticKITTISource(".", label_map=label_map or LabelMap.from_yaml())
+    return SemanticKITTISource(data_root, label_map=label_map or LabelMap.from_yaml())
 
 
 def _seq(sequence) -> str:
@@ -64,8 +65,9 @@ def write_prediction(pred_root, sequence, scan, train_ids, label_map: LabelMap, 
 def test_sequences(data_root, label_map: LabelMap, sequences=None):
     """(present, missing) sequence names: the given ones or the label config's test split, split by whether
     DATA/sequences/NN/velodyne exists."""
+    from .data.sources.kitti import kitti_sequence_dir
     names = [_seq(s) for s in (sequences if sequences is not None else label_map.sequences("test"))]
-    present = [s for s in names if (Path(data_root) / "sequences" / s / "velodyne").is_dir()]
+    present = [s for s in names if (kitti_sequence_dir(data_root, s) / "velodyne").is_dir()]
     return present, [s for s in names if s not in present]
 
 
@@ -80,14 +82,11 @@ def _check_predictions(pred_root, data_root, sequences, label_map: LabelMap | No
     with `label_map`, files holding ids its learning_map does not know (train ids written instead of raw ids: the
     benchmark would score them as unlabelled)."""
     known = _known_ids(label_map) if label_map is not None else None
+    source = _kitti(label_map, data_root)
     files, problems = [], []
     for seq in sequences:
-        velo_dir = Path(data_root) / "sequences" / seq / "velodyne"
-        scans = sorted(velo_dir.glob("*.bin"))
-        if not scans:
-            problems.append(f"no .bin scans in {velo_dir}")
-        for bin_path in scans:
-            pred = prediction_path(pred_root, seq, bin_path.stem)
+        for item in source.list_scans([seq], with_labels=False):
+            bin_path, pred = item.points, source.prediction_path(pred_root, item)
             if not pred.is_file():
                 problems.append(f"missing prediction {pred} for scan {bin_path}")
                 continue
@@ -100,7 +99,7 @@ def _check_predictions(pred_root, data_root, sequences, label_map: LabelMap | No
                 if bad.size:
                     problems.append(f"prediction {pred} holds ids {bad[:8].tolist()} that are not raw SemanticKITTI "
                                     f"ids of {label_map.source} (train ids written instead of raw ids?)")
-            files.append((seq, bin_path.stem, pred))
+            files.append((item.sequence, item.scan, pred))
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DataError(f"{len(problems)} problem(s) with the predictions in {pred_root}:\n  "
@@ -152,10 +151,10 @@ def validate_submission(zip_path, data_root, sequences) -> list[str]:
         if d not in dirs:
             raise DataError(f"submission {zip_path}: directory entry {d!r} missing")
     passed.append(f"directory entries for sequences {', '.join(sequences)}")
+    source = _kitti(None, data_root)
     for seq in sequences:
-        velo_dir = Path(data_root) / "sequences" / seq / "velodyne"
-        for bin_path in sorted(velo_dir.glob("*.bin")):
-            name = f"sequences/{seq}/predictions/{bin_path.stem}.label"
+        for item in source.list_scans([seq], with_labels=False):
+            bin_path, name = item.points, f"sequences/{item.sequence}/predictions/{item.scan}.label"
             if name not in sizes:
                 raise DataError(f"submission {zip_path}: {name} missing (scan {bin_path})")
             if sizes[name] / 4 != bin_path.stat().st_size / 16:

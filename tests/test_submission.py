@@ -128,3 +128,13 @@ def test_submission_out_that_is_a_directory(tmp_path, test_split, capsys):
     assert main(["submission", "--predictions", str(preds), "--data", str(data), "--sequences", "11",
                  "--out", str(tmp_path)]) == 2
     assert f"--out {tmp_path}: is an existing directory" in capsys.readouterr().err
+
+
+def test_sequence_without_scans_is_refused(tmp_path, test_split):
+    """A test sequence whose velodyne folder is empty: one error naming the folder, and no zip."""
+    _, preds = test_split
+    data = tmp_path / "data"
+    (data / "sequences" / "11" / "velodyne").mkdir(parents=True)
+    with pytest.raises(DataError, match=f"no scans in {data / 'sequences' / '11' / 'velodyne'}"):
+        build_submission(preds, data, tmp_path / "s.zip", ["11"])
+    assert not (tmp_path / "s.zip").exists()
