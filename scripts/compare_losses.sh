@@ -53,6 +53,17 @@ variant_args() {  # variant -> --set arguments (no spaces inside one): the loss 
 
 checkpoint() { if [ -f "$1/best.pt" ]; then echo "$1/best.pt"; else echo "$1/last.pt"; fi; }
 
+predict_and_score() {  # run suffix [infer options...]: predict the validation split with KNN, score it
+  local run=$1 suffix=$2
+  shift 2
+  infer_cmd=("$PYTHON" -m lidarseg infer --checkpoint "$(checkpoint "$run")" --split valid
+             --out "$run/predictions$suffix" --knn --no-progress --overwrite "$@")
+  eval_cmd=("$PYTHON" -m lidarseg evaluate --data "$data" --predictions "$run/predictions$suffix" --split valid
+            --no-progress --json "$run/eval${suffix/-/_}.json")
+  "${infer_cmd[@]}" > "$run/infer${suffix/-/_}.log" 2>&1
+  "${eval_cmd[@]}" > "$run/eval${suffix/-/_}.log"
+}
+
 for variant in $VARIANTS; do variant_args "$variant" > /dev/null; done  # unknown names fail before any training
 
 for variant in $VARIANTS; do
@@ -67,12 +78,7 @@ for variant in $VARIANTS; do
       t0=$(date +%s)
       "${train_cmd[@]}" > "$run/train.log" 2>&1 || { echo "[compare] training failed, see $run/train.log" >&2; exit 1; }
       t1=$(date +%s)
-      infer_cmd=("$PYTHON" -m lidarseg infer --checkpoint "$(checkpoint "$run")" --split valid --out "$run/predictions"
-                 --knn --no-progress --overwrite)
-      eval_cmd=("$PYTHON" -m lidarseg evaluate --data "$data" --predictions "$run/predictions" --split valid
-                --no-progress --json "$run/eval.json")
-      "${infer_cmd[@]}" > "$run/infer.log" 2>&1
-      "${eval_cmd[@]}" > "$run/eval.log"
+      predict_and_score "$run" ""
       "$PYTHON" - "$run/meta.json" "$variant" "$seed" "$((t1 - t0))" "${train_cmd[*]}" "${infer_cmd[*]}" \
         "${eval_cmd[*]}" <<'PY'
 import json, sys
@@ -84,10 +90,7 @@ PY
     fi
     if [ -n "$TTA" ] && [ ! -f "$run/eval_tta.json" ]; then
       # the same checkpoint, predicted with test-time augmentation (the protocol is in the JSON)
-      "$PYTHON" -m lidarseg infer --checkpoint "$(checkpoint "$run")" --split valid --out "$run/predictions-tta" \
-        --knn --tta "$TTA" --no-progress --overwrite > "$run/infer_tta.log" 2>&1
-      "$PYTHON" -m lidarseg evaluate --data "$data" --predictions "$run/predictions-tta" --split valid --no-progress \
-        --json "$run/eval_tta.json" > "$run/eval_tta.log"
+      predict_and_score "$run" -tta --tta "$TTA"
       echo "[compare] $variant seed $seed with TTA $TTA: $(tail -n 1 "$run/eval_tta.log")"
     fi
   done
