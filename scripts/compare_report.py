@@ -1,11 +1,12 @@
 """Aggregate the comparisons of scripts/compare_losses.sh into a Markdown report and a Fig.-3-style PNG.
 
 Input: RUNS/<variant>/seed<S>/eval.json (written by `lidarseg evaluate --json`), eval_tta.json (the same checkpoint
-predicted with test-time augmentation, optional) and meta.json (written by compare_losses.sh: variant, seed,
-train_seconds, commands). Output: the report (per-class point IoU per variant as mean over seeds with min..max
-spread, rare classes marked, mIoU, mIoU with TTA where measured, accuracy, training time) and, when matplotlib is
-importable, a PNG of the per-class IoU gain of each variant over its baselines (GAINS), classes ordered by
-frequency, with the class frequency curve on a log axis.
+predicted with test-time augmentation, optional), meta.json (written by compare_losses.sh: variant, seed,
+train_seconds, commands) and tb/ (the run's TensorBoard events, optional: the validation curve). Output: the report
+(per-class point IoU per variant as mean over seeds with min..max spread, rare classes marked, mIoU, mIoU with TTA
+where measured, accuracy, training time; the validation mIoU at each validation of training, to show whether it
+had stopped rising) and, when matplotlib is importable, a PNG of the per-class IoU gain of each variant over its
+baselines (GAINS), classes ordered by frequency, with the class frequency curve on a log axis.
 
     python3 scripts/compare_report.py --runs runs/compare --variants ce subclassified --out docs/results-tables.md \
         --figure docs/figures/loss-gain.png
@@ -27,6 +28,21 @@ ORDER = tuple(LABELS)
 GAINS = {"subclassified": ("ce", "wce"), "subclassified_wce": ("ce", "wce"), "lasermix": ("ce",), "paste": ("ce",),
          "lasermix_paste": ("ce",), "lasermix_paste_subclassified": ("ce", "subclassified")}
 RARE = 0.005   # classes under this share of the validation points are marked rare
+CURVE_TAG = "val/miou_point_knn"   # the trainer's validation metric (point mIoU with KNN, a fraction)
+
+
+def val_curve(run_dir: Path, tag: str = CURVE_TAG) -> dict[int, float] | None:
+    """{global step: value} of `tag` in the run's TensorBoard events (the last value where a resumed run logged a
+    step twice), or None without events."""
+    tb = run_dir / "tb"
+    if not tb.is_dir() or not any(tb.glob("events.out.tfevents.*")):
+        return None
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    acc.Reload()
+    if tag not in acc.Tags().get("scalars", []):
+        return None
+    return {e.step: e.value for e in acc.Scalars(tag)}
 
 
 def load_runs(runs: Path, variants=None, seeds=None) -> dict:
@@ -44,7 +60,7 @@ def load_runs(runs: Path, variants=None, seeds=None) -> dict:
             continue
         tta_file = run_dir / "eval_tta.json"
         out.setdefault(meta["variant"], []).append({
-            "eval": json.loads(eval_file.read_text()), "meta": meta,
+            "eval": json.loads(eval_file.read_text()), "meta": meta, "curve": val_curve(run_dir),
             "eval_tta": json.loads(tta_file.read_text()) if tta_file.is_file() else None})
     if variants:
         out = {v: out[v] for v in variants if v in out}
@@ -127,6 +143,26 @@ def rare_miou(rs: list, names: list, points: dict, total: int, key: str) -> str:
     return f"{100 * statistics.fmean(statistics.fmean(r[key]['iou'][n] for n in rare) for r in rs):.1f}"
 
 
+def curve_table(runs: dict) -> str:
+    """Validation mIoU (%) at each validation step logged by every run of a variant (mean over seeds, min..max),
+    and the change over the last interval; empty when no run has a curve."""
+    steps = sorted({s for rs in runs.values() for r in rs for s in (r.get("curve") or {})})
+    if not steps:
+        return ""
+    lines = ["| variant | " + " | ".join(f"step {s}" for s in steps) + " | last interval |",
+             "|---|" + "---:|" * (len(steps) + 1)]
+    for v, rs in runs.items():
+        curves = [r.get("curve") or {} for r in rs]
+        cells = [fmt([c[s] for c in curves]) if all(s in c for c in curves) else "n/a" for s in steps]
+        common = [s for s in steps if all(s in c for c in curves)]
+        last = "n/a"
+        if len(common) >= 2:
+            mean, lo, hi = summarise([100 * (c[common[-1]] - c[common[-2]]) for c in curves])
+            last = f"{mean:+.1f}" if len(curves) == 1 else f"{mean:+.1f} ({lo:+.1f}..{hi:+.1f})"
+        lines.append(f"| {LABELS.get(v, v)} | " + " | ".join(cells) + f" | {last} |")
+    return "\n".join(lines)
+
+
 def gains(runs: dict) -> list[tuple[str, str, dict]]:
     """(variant, baseline, {class: mean IoU gain}) for every pair of GAINS present."""
     names, _ = class_order(runs)
@@ -192,6 +228,11 @@ def main(argv=None) -> int:
         return 1
     text = ("## Per-class point IoU (%)\n\n" + markdown(runs) + "\n\n## Per-class gain (IoU points)\n\n"
             + gain_table(runs))
+    curves = curve_table(runs)
+    if curves:
+        text += ("\n\n## Validation point mIoU with KNN during training (%)\n\n" + curves
+                 + "\n\nThe trainer's single-pass validation at each logged step; mean over seeds (min..max); last"
+                 " interval: the change between the last two validations.")
     if args.figure:
         plot_gains(runs, args.figure)
     if args.out:

@@ -70,3 +70,33 @@ def test_main_writes_atomically_and_fails_without_runs(tmp_path, report, capsys)
     assert report.main(["--runs", str(tmp_path), "--out", str(out)]) == 0
     assert "| road | 0.9000 | 90.0 |" in out.read_text()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def write_curve(run: Path, points: dict):
+    from torch.utils.tensorboard import SummaryWriter
+    writer = SummaryWriter(log_dir=str(run / "tb"))
+    for step, value in points.items():
+        writer.add_scalar("val/miou_point_knn", value, step)
+        writer.add_scalar("train/loss", 1.0, step)
+    writer.close()
+
+
+def test_validation_curve_table(tmp_path, report):
+    iou = {"road": 0.9, "car": 0.5, "person": 0.0}
+    write_run(tmp_path, "ce", 0, iou)
+    write_run(tmp_path, "ce", 1, iou)
+    write_run(tmp_path, "wce", 0, iou)                # no events: its cells are n/a
+    write_curve(tmp_path / "ce" / "seed0", {280: 0.20, 560: 0.30, 840: 0.34})
+    write_curve(tmp_path / "ce" / "seed1", {280: 0.10, 560: 0.26, 840: 0.27})
+    runs = report.load_runs(tmp_path)
+    assert runs["ce"][0]["curve"] == pytest.approx({280: 0.20, 560: 0.30, 840: 0.34})
+    assert runs["wce"][0]["curve"] is None
+    text = report.curve_table(runs)
+    assert row(text, "variant") == ["variant", "step 280", "step 560", "step 840", "last interval"]
+    assert row(text, "CE")[1:] == ["15.0 (10.0..20.0)", "28.0 (26.0..30.0)", "30.5 (27.0..34.0)",
+                                   f"+{100 * (0.04 + 0.01) / 2:.1f} (+1.0..+4.0)"]
+    assert row(text, "class-weighted CE")[1:] == ["n/a", "n/a", "n/a", "n/a"]
+    out = tmp_path / "tables.md"
+    assert report.main(["--runs", str(tmp_path), "--out", str(out)]) == 0
+    assert "## Validation point mIoU with KNN during training (%)" in out.read_text()
+    assert report.curve_table(report.load_runs(tmp_path, ["wce"])) == ""
