@@ -54,14 +54,14 @@ variant_args() {  # variant -> --set arguments (no spaces inside one): the loss 
 checkpoint() { if [ -f "$1/best.pt" ]; then echo "$1/best.pt"; else echo "$1/last.pt"; fi; }
 
 predict_and_score() {  # run suffix [infer options...]: predict the validation split with KNN, score it
-  local run=$1 suffix=$2
+  local run=$1 suffix=$2 tag=${2/-/_}  # "" or -tta: predictions$suffix, eval$tag.json, infer$tag.log
   shift 2
   infer_cmd=("$PYTHON" -m lidarseg infer --checkpoint "$(checkpoint "$run")" --split valid
              --out "$run/predictions$suffix" --knn --no-progress --overwrite "$@")
   eval_cmd=("$PYTHON" -m lidarseg evaluate --data "$data" --predictions "$run/predictions$suffix" --split valid
-            --no-progress --json "$run/eval${suffix/-/_}.json")
-  "${infer_cmd[@]}" > "$run/infer${suffix/-/_}.log" 2>&1
-  "${eval_cmd[@]}" > "$run/eval${suffix/-/_}.log"
+            --no-progress --json "$run/eval$tag.json")
+  "${infer_cmd[@]}" > "$run/infer$tag.log" 2>&1
+  "${eval_cmd[@]}" > "$run/eval$tag.log"
 }
 
 for variant in $VARIANTS; do variant_args "$variant" > /dev/null; done  # unknown names fail before any training

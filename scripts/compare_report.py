@@ -153,8 +153,8 @@ def curve_table(runs: dict) -> str:
              "|---|" + "---:|" * (len(steps) + 1)]
     for v, rs in runs.items():
         curves = [r.get("curve") or {} for r in rs]
-        cells = [fmt([c[s] for c in curves]) if all(s in c for c in curves) else "n/a" for s in steps]
         common = [s for s in steps if all(s in c for c in curves)]
+        cells = [fmt([c[s] for c in curves]) if s in common else "n/a" for s in steps]
         last = "n/a"
         if len(common) >= 2:
             mean, lo, hi = summarise([100 * (c[common[-1]] - c[common[-2]]) for c in curves])
