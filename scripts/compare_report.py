@@ -4,8 +4,8 @@ Input: RUNS/<variant>/seed<S>/eval.json (written by `lidarseg evaluate --json`),
 predicted with test-time augmentation, optional), meta.json (written by compare_losses.sh: variant, seed,
 train_seconds, commands) and tb/ (the run's TensorBoard events, optional: the validation curve). Output: the report
 (per-class point IoU per variant as mean over seeds with min..max spread, rare classes marked, mIoU, mIoU with TTA
-where measured, accuracy, training time; the validation mIoU at each validation of training, to show whether it
-had stopped rising) and, when matplotlib is importable, a PNG of the per-class IoU gain of each variant over its
+where measured, accuracy, training time; the mIoU differences paired by seed; the validation mIoU at each
+validation of training, to show whether it had stopped rising) and, when matplotlib is importable, a PNG of the per-class IoU gain of each variant over its
 baselines (GAINS), classes ordered by frequency, with the class frequency curve on a log axis.
 
     python3 scripts/compare_report.py --runs runs/compare --variants ce subclassified --out docs/results-tables.md \
@@ -171,6 +171,28 @@ def gains(runs: dict) -> list[tuple[str, str, dict]]:
             for s in runs for b in GAINS.get(s, ()) if b in runs]
 
 
+def paired_table(runs: dict) -> str:
+    """mIoU difference (points) of each GAINS pair, seed by seed over the seeds both variants ran (same data order,
+    augmentation and initialisation), without and with TTA; empty when no pair shares a seed."""
+    lines = ["| variant vs baseline | seeds | per seed | mean | with TTA, per seed | mean with TTA |",
+             "|---|---|---|---:|---|---:|"]
+    for s, b in ((s, b) for s in runs for b in GAINS.get(s, ()) if b in runs):
+        by_seed = {v: {str(r["meta"]["seed"]): r for r in runs[v]} for v in (s, b)}
+        seeds = sorted(set(by_seed[s]) & set(by_seed[b]), key=lambda x: (len(x), x))
+        if not seeds:
+            continue
+        cells = []
+        for key in ("eval", "eval_tta"):
+            pairs = [(by_seed[s][x][key], by_seed[b][x][key]) for x in seeds]
+            if any(e is None for pair in pairs for e in pair):
+                cells += ["n/a", "n/a"]
+                continue
+            diffs = [100 * (a["miou"] - c["miou"]) for a, c in pairs]
+            cells += [", ".join(f"{d:+.2f}" for d in diffs), f"{statistics.fmean(diffs):+.2f}"]
+        lines.append(f"| {LABELS[s]} vs {LABELS[b]} | {', '.join(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def gain_table(runs: dict) -> str:
     names, _ = class_order(runs)
     pairs = gains(runs)
@@ -228,6 +250,10 @@ def main(argv=None) -> int:
         return 1
     text = ("## Per-class point IoU (%)\n\n" + markdown(runs) + "\n\n## Per-class gain (IoU points)\n\n"
             + gain_table(runs))
+    paired = paired_table(runs)
+    if paired:
+        text += ("\n\n## mIoU differences paired by seed (points)\n\n" + paired
+                 + "\n\nEach pair of runs shares its seed: the same data order, augmentation and initialisation.")
     curves = curve_table(runs)
     if curves:
         text += ("\n\n## Validation point mIoU with KNN during training (%)\n\n" + curves

@@ -100,3 +100,24 @@ def test_validation_curve_table(tmp_path, report):
     assert report.main(["--runs", str(tmp_path), "--out", str(out)]) == 0
     assert "## Validation point mIoU with KNN during training (%)" in out.read_text()
     assert report.curve_table(report.load_runs(tmp_path, ["wce"])) == ""
+
+
+def test_paired_differences(tmp_path, report):
+    ce = {0: {"road": 0.90, "car": 0.50, "person": 0.00}, 1: {"road": 0.80, "car": 0.40, "person": 0.10},
+          2: {"road": 0.70, "car": 0.30, "person": 0.20}}
+    sub = {0: {"road": 0.91, "car": 0.53, "person": 0.03}, 1: {"road": 0.80, "car": 0.37, "person": 0.10}}
+    for seed, iou in ce.items():
+        write_run(tmp_path, "ce", seed, iou, {n: v + 0.01 for n, v in iou.items()})
+    for seed, iou in sub.items():
+        write_run(tmp_path, "subclassified", seed, iou, {n: v + 0.02 for n, v in iou.items()})
+    write_run(tmp_path, "wce", 5, ce[0])              # shares no seed with subclassified: no row
+    text = report.paired_table(report.load_runs(tmp_path))
+    diffs = [100 * (sum(sub[s].values()) - sum(ce[s].values())) / 3 for s in (0, 1)]   # seed 2: CE only
+    tta = [d + 1.0 for d in diffs]
+    assert row(text, "subclassified vs CE") == [
+        "subclassified vs CE", "0, 1", f"{diffs[0]:+.2f}, {diffs[1]:+.2f}", f"{sum(diffs) / 2:+.2f}",
+        f"{tta[0]:+.2f}, {tta[1]:+.2f}", f"{sum(tta) / 2:+.2f}"]
+    assert "class-weighted CE |" not in text
+    (tmp_path / "subclassified" / "seed1" / "eval_tta.json").unlink()
+    assert row(report.paired_table(report.load_runs(tmp_path)), "subclassified vs CE")[4:] == ["n/a", "n/a"]
+    assert report.paired_table(report.load_runs(tmp_path, ["ce", "wce"])) == ""
