@@ -251,3 +251,20 @@ def test_small_geometry_is_consistent():
     s = t(pts, lab, np.random.default_rng(0))
     assert s["image"].shape == (2, 65, 129)
     assert s["px"].abs().max() <= 1 and s["py"].abs().max() <= 1 and s["num_points"] > 0
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_benchmark_inputs_have_the_batch_shapes(tmp_path, train):
+    """The representation's random benchmark inputs have the shapes and dtypes of a real collated batch."""
+    from lidarseg.data.representation import get_representation
+    _write_kitti(tmp_path)
+    ds = KPRNetDataset(tmp_path, "train" if train else "valid", sequences=[0, 8] if train else None, train=train,
+                       seed=3)
+    batch = collate_kprnet([ds[0], ds[1]])
+    rep = get_representation("kprnet")
+    inputs, y, label = rep.example_inputs(2, (64, 512), 700, torch.device("cpu"), train)
+    for name, x in zip(rep.INPUTS, inputs):
+        assert x.dtype == batch[name].dtype and x.shape[0] == 2, name
+        assert x.shape[2:] == batch[name].shape[2:], name           # image H x W; xyz 3; knn k
+    assert inputs[1].shape == (2, 700) and y.shape == (2, 700) and y.dtype == batch["points_label"].dtype
+    assert label == f"289x{1025 if train else 4097}/700pt"

@@ -31,7 +31,7 @@ LOSS_SHAPES = ((8, 20, 64, 2048), (8, 20, 64, 512), (8, 19, 512, 1024))
 CPU_LOSS_SHAPES = ((2, 20, 64, 512),)
 CROSSOVER_SIZES = ((64, 512), (64, 1024), (64, 2048), (128, 2048), (256, 1024), (512, 1024))
 CPU_CROSSOVER_SIZES = ((32, 256), (64, 512))
-#: paper training input (H, W) of the range networks; KPRNet uses its own crop (lidarseg.bench.model._inputs)
+#: paper training input (H, W) of the range networks; KPRNet uses its own crop (its representation's example_inputs)
 PAPER_INPUT = {"rangenet21": (64, 2048), "rangenet53": (64, 2048), "cenet": (64, 2048), "salsanext": (64, 2048)}
 STEP_MODES = ("fp32", "bf16", "bf16_channels_last", "bf16_compile")
 
@@ -123,7 +123,7 @@ def _compiled_dense_counts(device, repeat: int, log) -> dict:
 def _step_setup(name: str, mode: str, batch: int, device):
     """(step function, input label) for one network and mode."""
     from .. import models
-    from .model import _inputs
+    from ..data.representation import representation_of
     channels_last = mode == "bf16_channels_last"
     # RangeNet keeps its own channels_last option (on by default): set it to the mode's layout
     opts = {"channels_last": channels_last} if "channels_last" in models.model_options(name) else {}
@@ -134,9 +134,8 @@ def _step_setup(name: str, mode: str, batch: int, device):
     size = PAPER_INPUT.get(name, (64, 2048))
     if device.type != "cuda":
         size = (size[0] // 2, size[1] // 8)
-    mode_name = getattr(model, "input_mode", "range")
-    inputs, y, label = _inputs("kprnet" if mode_name == "kprnet" else "range", size, batch,
-                               30000 if device.type == "cuda" else 3000, device, train=True)
+    inputs, y, label = representation_of(model).example_inputs(batch, size, 30000 if device.type == "cuda" else 3000,
+                                                               device, train=True)
     if channels_last:
         inputs = (inputs[0].contiguous(memory_format=torch.channels_last),) + inputs[1:]
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ..data.representation import representation_of
 from .common import median_ms, print_table, time_call
 
 PRESETS = {
@@ -46,21 +47,6 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
 
 
-def _inputs(name, size, batch, points, device, train):
-    if name == "kprnet":
-        H, W = (289, 1025) if train else (289, 4097)
-        image = torch.randn(batch, 2, H, W, device=device)
-        px = torch.rand(batch, points, device=device) * 2 - 1
-        py = torch.rand(batch, points, device=device) * 2 - 1
-        xyz = torch.randn(batch, points, 3, device=device) * 10
-        knn = torch.randint(0, points, (batch, points, 7), device=device)
-        y = torch.randint(1, 20, (batch, points), device=device)
-        return (image, px, py, xyz, knn), y, f"{H}x{W}/{points}pt"
-    H, W = size
-    return (torch.randn(batch, 5, H, W, device=device),), torch.randint(1, 20, (batch, H, W), device=device), \
-        f"{H}x{W}"
-
-
 def _measure(args, preset, size, mode, device):
     from .. import models
 
@@ -81,7 +67,7 @@ def _measure(args, preset, size, mode, device):
     for train in ((False,) if args.skip_train else (False, True)):
         # KPRNet's ASPP image-pooling BatchNorm needs at least 2 samples in training mode (as in the reference)
         batch = max(2, args.batch) if (name == "kprnet" and train) else args.batch
-        inputs, y, label = _inputs(name, size, batch, args.points, device, train)
+        inputs, y, label = representation_of(model).example_inputs(batch, size, args.points, device, train)
         if mode == "channels_last":
             inputs = (inputs[0].contiguous(memory_format=torch.channels_last),) + inputs[1:]
         if train:

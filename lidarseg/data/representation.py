@@ -12,7 +12,8 @@ inference) only calls its methods:
 - `point_predictions(pred, batch, b, knn, num_classes)`: (labels of every point of the scan, their ground truth);
 - `pixel_pairs(pred, batch)`: (predicted, true) labels of the image pixels for the pixel IoU, or None;
 - `check_tta(tta)`, `tta_probs(model, batch, device, tta, dataset)`: test-time augmentation (`infer --tta`): which
-  votes the family supports (ConfigError otherwise) and the softmax averaged over them.
+  votes the family supports (ConfigError otherwise) and the softmax averaged over them;
+- `example_inputs(batch, size, points, device, train)`: random inputs of the family's shapes (benchmarks).
 
 A new input family: a `Representation` subclass decorated with `@register_representation("name")` here (or in a
 module imported before the model is used), and models whose `input_mode` is that name.
@@ -77,6 +78,11 @@ class Representation:
     def tta_probs(self, model, batch: dict, device, tta, dataset) -> torch.Tensor:
         raise NotImplementedError
 
+    def example_inputs(self, batch: int, size: tuple[int, int], points: int, device, train: bool):
+        """Random inputs of this family's shapes for benchmarks: (forward arguments, target, shape label).
+        `size`: the range image H x W where the family takes one; `points` per scan where it takes points."""
+        raise NotImplementedError
+
 
 @register_representation("range")
 class RangeImage(Representation):
@@ -132,6 +138,11 @@ class RangeImage(Representation):
         from ..engine.tta import tta_probs
         return tta_probs(model, batch["input"].to(device), batch["mask"], dataset.mean, dataset.std, tta)
 
+    def example_inputs(self, batch, size, points, device, train):
+        H, W = size
+        x = torch.randn(batch, 5, H, W, device=device)
+        return (x,), torch.randint(1, 20, (batch, H, W), device=device), f"{H}x{W}"
+
 
 @register_representation("kprnet")
 class KPRNetInput(Representation):
@@ -178,6 +189,20 @@ class KPRNetInput(Representation):
             flipped = {**batch, "image": torch.flip(batch["image"], dims=[-1]), "px": -batch["px"]}
             total = total + torch.softmax(main_logits(self.forward(model, flipped, device)).float(), dim=1)
         return total / tta.votes
+
+    def example_inputs(self, batch, size, points, device, train):
+        """KPRNet's own sizes (`size` is not used): the 289 x 1025 training crop or the full 289 x 4097 image,
+        `points` points with 7 neighbours each."""
+        from .kprnet import KPRNetGeometry
+        geom = KPRNetGeometry()
+        H, W = geom.out_height, (geom.crop_width if train else geom.out_width)
+        image = torch.randn(batch, 2, H, W, device=device)
+        px = torch.rand(batch, points, device=device) * 2 - 1
+        py = torch.rand(batch, points, device=device) * 2 - 1
+        xyz = torch.randn(batch, points, 3, device=device) * 10
+        knn = torch.randint(0, points, (batch, points, 7), device=device)
+        y = torch.randint(1, 20, (batch, points), device=device)
+        return (image, px, py, xyz, knn), y, f"{H}x{W}/{points}pt"
 
     def point_predictions(self, pred, batch, b, knn, num_classes):
         dev = pred.device
