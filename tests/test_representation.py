@@ -9,10 +9,14 @@ from lidarseg.errors import ConfigError
 
 
 def test_registry_and_model_lookup():
+    class Point(torch.nn.Module):
+        input_mode = "kprnet"
+
     model = models.build_model("rangenet21", 20, None, width=0.125, blocks=[1, 1, 1, 1, 1])
     assert representation_of(model) is get_representation("range")
-    assert representation_of(torch.nn.Module()).name == "range"        # a model that declares none
-    with pytest.raises(ConfigError, match="unknown input representation 'voxels'"):
+    assert representation_of(torch.nn.Conv2d(5, 3, 1)).name == "range"      # a model that declares none
+    assert representation_of(Point()).name == "kprnet" and not representation_of(Point()).image_output
+    with pytest.raises(ConfigError, match=r"unknown input representation 'voxels'; registered: \['kprnet', 'range'\]"):
         get_representation("voxels")
 
 

@@ -225,19 +225,6 @@ def test_semantic_poss_layout_and_scale(tmp_path):
     np.testing.assert_array_equal(src.label_map.to_train(np.array([4, 5, 10, 11, 12, 22, 18])), [1, 1, 6, 6, 6, 13, 0])
 
 
-def test_representation_registry():
-    import torch
-    from lidarseg.data.representation import get_representation, representation_of
-
-    class Point(torch.nn.Module):
-        input_mode = "kprnet"
-
-    assert representation_of(torch.nn.Conv2d(5, 3, 1)).name == "range"
-    assert representation_of(Point()).name == "kprnet" and not representation_of(Point()).image_output
-    with pytest.raises(ConfigError, match=r"unknown input representation 'voxels'; registered: \['kprnet', 'range'\]"):
-        get_representation("voxels")
-
-
 def test_rows_projection_equals_spherical_with_its_rows(make_synthetic_scan):
     from lidarseg.data.projection import rows_projection, spherical_projection
     pts, _ = make_synthetic_scan(sequence=8, index=0, azimuth_steps=512)
