@@ -5,8 +5,9 @@ predicted with test-time augmentation, optional), meta.json (written by compare_
 train_seconds, commands) and tb/ (the run's TensorBoard events, optional: the validation curve). Output: the report
 (per-class point IoU per variant as mean over seeds with min..max spread, rare classes marked, mIoU, mIoU with TTA
 where measured, accuracy, training time; the mIoU differences paired by seed; the validation mIoU at each
-validation of training, to show whether it had stopped rising) and, when matplotlib is importable, a PNG of the per-class IoU gain of each variant over its
-baselines (GAINS), classes ordered by frequency, with the class frequency curve on a log axis.
+validation of training, to show whether it had stopped rising) and, when matplotlib is importable, a PNG of the
+per-class IoU gain of each variant over its baselines (GAINS), classes ordered by frequency, with the class
+frequency curve on a log axis.
 
     python3 scripts/compare_report.py --runs runs/compare --variants ce subclassified --out docs/results-tables.md \
         --figure docs/figures/loss-gain.png
@@ -163,12 +164,16 @@ def curve_table(runs: dict) -> str:
     return "\n".join(lines)
 
 
+def gain_pairs(runs: dict) -> list[tuple[str, str]]:
+    """(variant, baseline) for every pair of GAINS whose two variants are present."""
+    return [(s, b) for s in runs for b in GAINS.get(s, ()) if b in runs]
+
+
 def gains(runs: dict) -> list[tuple[str, str, dict]]:
     """(variant, baseline, {class: mean IoU gain}) for every pair of GAINS present."""
     names, _ = class_order(runs)
     means = per_class_means(runs, names)
-    return [(s, b, {n: means[s][n] - means[b][n] for n in names})
-            for s in runs for b in GAINS.get(s, ()) if b in runs]
+    return [(s, b, {n: means[s][n] - means[b][n] for n in names}) for s, b in gain_pairs(runs)]
 
 
 def paired_table(runs: dict) -> str:
@@ -176,7 +181,7 @@ def paired_table(runs: dict) -> str:
     augmentation and initialisation), without and with TTA; empty when no pair shares a seed."""
     lines = ["| variant vs baseline | seeds | per seed | mean | with TTA, per seed | mean with TTA |",
              "|---|---|---|---:|---|---:|"]
-    for s, b in ((s, b) for s in runs for b in GAINS.get(s, ()) if b in runs):
+    for s, b in gain_pairs(runs):
         by_seed = {v: {str(r["meta"]["seed"]): r for r in runs[v]} for v in (s, b)}
         seeds = sorted(set(by_seed[s]) & set(by_seed[b]), key=lambda x: (len(x), x))
         if not seeds:
