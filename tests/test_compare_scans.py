@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lidarseg.data.compare import find_scans, scan_set_stats
+from lidarseg.data.compare import find_scans, road_plane, scan_set_stats
 from lidarseg.data.io import write_label, write_scan
 from lidarseg.data.synthetic import generate_scan
 from lidarseg.errors import DataError
@@ -61,6 +61,29 @@ def test_statistics_match_numpy(two_sets):
         filled.append(len(np.unique(row * 2048 + col)))
     assert s["image_filled"] == pytest.approx(np.mean(filled) / (64 * 2048), rel=1e-3)
     assert s["points_sharing_a_pixel"] == pytest.approx(1 - np.sum(filled) / len(pts), rel=1e-2)
+    # road plane at 4-20 m, per scan with numpy's polyfit-free normal equations, then the mean of both scans
+    fits = []
+    for p, lb in scans["a"]:
+        q = p[:, :3].astype(np.float64)
+        rr = np.linalg.norm(q, axis=1)
+        q = q[((lb & 0xFFFF) == 40) & (rr >= 4) & (rr <= 20)]
+        A = np.c_[q[:, :2], np.ones(len(q))]
+        coef = np.linalg.solve(A.T @ A, A.T @ q[:, 2])
+        fits.append([np.std(q[:, 2] - A @ coef), np.degrees(np.arctan(np.hypot(*coef[:2])))])
+    np.testing.assert_allclose(s["road_plane_4_20m_residual_std_tilt_deg"], np.mean(fits, 0), rtol=1e-6)
+
+
+def test_road_plane_recovers_a_known_plane():
+    rng = np.random.default_rng(0)
+    n = 5000
+    r, az = rng.uniform(2, 30, n), rng.uniform(-np.pi, np.pi, n)
+    x, y = r * np.cos(az), r * np.sin(az)
+    z = 0.03 * x - 0.02 * y - 1.7 + rng.normal(0, 0.05, n)
+    pts = np.c_[x, y, z, np.zeros(n)].astype(np.float32)
+    std, tilt = road_plane(pts, np.full(n, 40))
+    assert std == pytest.approx(0.05, rel=0.05)
+    assert tilt == pytest.approx(np.degrees(np.arctan(np.hypot(0.03, 0.02))), abs=0.05)
+    assert road_plane(pts, np.full(n, 48)) is None                  # no road points
 
 
 def test_cli_writes_json_and_png(two_sets, tmp_path, capsys):

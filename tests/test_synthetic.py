@@ -251,9 +251,10 @@ def test_remission_function_matches_its_formula():
 
 
 def test_sensor_is_tilted_per_scan_within_the_configured_range():
-    """Level sensor: the road 4-12 m ahead lies at -height; with pitch the road ahead drops or rises with range."""
+    """Level sensor on a level road: the road 4-12 m ahead lies at -height; with pitch the road ahead drops or rises
+    with range."""
     def road_z(sensor):
-        pts, lab = generate_scan(8, 1, sensor=sensor, azimuth_steps=512)
+        pts, lab = generate_scan(8, 1, sensor=sensor, azimuth_steps=512, road="flat")
         x, y = pts[:, 0], pts[:, 1]
         sel = ((lab & 0xFFFF) == 40) & (np.abs(y) < 2) & (np.abs(x) > 4) & (np.abs(x) < 20)
         return np.polyfit(x[sel], pts[sel, 2], 1)

@@ -5,7 +5,7 @@ of scan files (`.bin`: KITTI float32 [N,4]; `.npy`: float [N,>=4], x y z remissi
 statistics are those of the real-versus-synthetic table in docs/synthetic.md: range and height percentiles, the fill
 of a 64 x 2048 range image per row, remission against range and its zeros, per-ring pitch spread and azimuth grids
 (rings found by KPRNet's scan unfolding), empty azimuth bins of the top and bottom rings (the ego-body shadow), and
-with labels the unlabeled share and per-class remission.
+with labels the unlabeled share, per-class remission and the fit of a plane to the road at 4-20 m.
 """
 from __future__ import annotations
 
@@ -93,6 +93,19 @@ def _pct(x, qs):
     return [float(v) for v in np.percentile(x, qs)] if len(x) else [math.nan] * len(qs)
 
 
+def road_plane(pts: np.ndarray, labels: np.ndarray, near: float = 4.0, far: float = 20.0):
+    """Least-squares plane z = a x + b y + c through the road points (raw id 40) at near..far metres of one scan:
+    (residual std in metres, tilt atan(hypot(a, b)) in degrees), or None under 100 such points."""
+    r = np.linalg.norm(pts[:, :3].astype(np.float64), axis=1)
+    m = (labels == CLASSES["road"]) & (r >= near) & (r <= far)
+    if m.sum() < 100:
+        return None
+    q = pts[m, :3].astype(np.float64)
+    A = np.column_stack([q[:, 0], q[:, 1], np.ones(len(q))])
+    coef, *_ = np.linalg.lstsq(A, q[:, 2], rcond=None)
+    return float(np.std(q[:, 2] - A @ coef)), float(np.degrees(np.arctan(np.hypot(coef[0], coef[1]))))
+
+
 def _ring_stats(pts: np.ndarray, width: int) -> dict:
     """Per-ring pitch (deg) and azimuth figures of one scan, rings from KPRNet's scan unfolding."""
     unf = scan_unfolding(pts, height=1024, width=width)
@@ -132,7 +145,7 @@ def scan_set_stats(source, max_scans: int | None = None, width: int = 2048, heig
     +-azimuth_crop degrees of the front (to compare with front-view data); ring and shadow figures are then left
     out."""
     items = source if isinstance(source, list) else find_scans(source, max_scans)
-    rng_all, z_all, rem_all, lab_all = [], [], [], []
+    rng_all, z_all, rem_all, lab_all, planes = [], [], [], [], []
     npts, row_fill, shared, filled = [], [], [], []
     rings, med_p, std_p, phases, top_empty, bottom_empty, steps, off_row = [], [], [], [], [], [], [], []
     for path, lab_path in items:
@@ -171,6 +184,8 @@ def scan_set_stats(source, max_scans: int | None = None, width: int = 2048, heig
         z_all.append(p[:, 2].astype(np.float64))
         rem_all.append(p[:, 3].astype(np.float64))
         lab_all.append(labels[keep] if labels is not None else None)
+        if labels is not None:
+            planes.append(road_plane(p, labels[keep]))
     r = np.concatenate(rng_all)
     z = np.concatenate(z_all)
     rem = np.concatenate(rem_all)
@@ -235,6 +250,9 @@ def scan_set_stats(source, max_scans: int | None = None, width: int = 2048, heig
         out["class_remission_mean"] = means
         car = lab == CLASSES["car"]
         out["car_remission_zero"] = float(np.mean(rem_l[car] == 0)) if car.any() else math.nan
+        fits = np.array([f for f in planes if f is not None]).reshape(-1, 2)
+        out["road_plane_4_20m_residual_std_tilt_deg"] = ([float(v) for v in fits.mean(0)] if len(fits)
+                                                         else [math.nan, math.nan])
     out["_arrays"] = {"range": r, "z": z, "remission": rem, "row_fill": fill_rows}
     return out
 

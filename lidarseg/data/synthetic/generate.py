@@ -22,6 +22,7 @@ from .remission import RemissionModel, detection_signal, material_gains, remissi
 from .scene import (MAT, MAT_DROPOUT, MAT_REMISSION_STD, MATERIALS, OUTLIER, ROAD, Scene,
                     build_scene)
 from .sensor import SensorConfig, sweep_rays, tilt_matrix
+from .terrain import P_Z0, RoadProfile
 
 MAT_GAIN = material_gains([m[0] for m in MATERIALS])
 #: The default dataset: sequence -> number of scans (train 00-03, valid 08, test 11).
@@ -29,7 +30,7 @@ DEFAULT_SCANS = {0: 40, 1: 40, 2: 40, 3: 40, 8: 20, 11: 10}
 #: Sequences written without labels by default (SemanticKITTI's test split).
 TEST_SEQUENCES = frozenset(range(11, 22))
 MARKER = ".synthetic.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FAULT_KINDS = ("nan", "zero_range")
 
 # KITTI-like calibration: pinhole projections P0..P3 (pixels) and Tr (velodyne -> camera 0, metres)
@@ -46,9 +47,13 @@ def _calib_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pose_matrix(x, y, yaw, z) -> np.ndarray:
+def _pose_matrix(x, y, yaw, z, tilt=None) -> np.ndarray:
+    """4x4 pose: translation (x, y, z) metres, yaw about +z, then `tilt` [3,3] (sensor -> level frame)."""
     c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0, x], [s, c, 0, y], [0, 0, 1, z], [0, 0, 0, 1]], dtype=np.float64)
+    pose = np.array([[c, -s, 0, x], [s, c, 0, y], [0, 0, 1, z], [0, 0, 0, 1]], dtype=np.float64)
+    if tilt is not None:
+        pose[:3, :3] = pose[:3, :3] @ tilt
+    return pose
 
 
 def _normalise_sequences(sequences, scans) -> dict[int, int]:
@@ -105,8 +110,9 @@ class ScanSimulator:
     """Simulates the scans of one sequence: `scan(i) -> (points float32 [N,4], labels uint32 [N])`."""
 
     def __init__(self, sequence: int, num_scans: int, seed: int = 0, sensor: SensorConfig | None = None,
-                 frame_step: float = 0.5, faults: dict | None = None):
+                 frame_step: float = 0.5, faults: dict | None = None, road=None):
         self.sensor = sensor or SensorConfig()
+        self.road = RoadProfile.from_options(road)
         self.sequence = int(sequence)
         self.seed = int(seed)
         self.num_scans = int(num_scans)
@@ -119,6 +125,9 @@ class ScanSimulator:
         drive_time = self.num_scans * self.frame_step
         margin = self.sensor.max_range + 15.0
         self.scene: Scene = build_scene(rng, -margin, speed * drive_time * 1.1 + margin, drive_time, speed)
+        # the road surface comes from its own stream: the layout of a seed does not depend on it
+        self.scene.surface = self.road.draw(np.random.default_rng([self.seed, self.sequence, 5077]),
+                                            self.scene.road_center, self.scene.road_half)
         self.calib = self.sensor.calibration()
         self.rays = sweep_rays(self.sensor, self.calib)
         self.remission = RemissionModel()
@@ -131,7 +140,21 @@ class ScanSimulator:
     def pose(self, i: int) -> np.ndarray:
         """4x4 sensor pose in the world frame at scan i (metres)."""
         x, y, yaw = self.scene.ego_pose(self.time(i))
-        return _pose_matrix(x, y, yaw, self.sensor.height)
+        return _pose_matrix(x, y, yaw, self._sensor_z(x, y), self._tilt(i, x, y, yaw))
+
+    def _tilt(self, i, ex, ey, eyaw) -> np.ndarray:
+        """Rotation [3,3] sensor -> level frame at scan i: the car follows the road's slope at (ex, ey) (forward:
+        pitch, leftward: roll) plus the scan's random roll and pitch of body and mount."""
+        sen = self.sensor
+        prng = np.random.default_rng([self.seed, self.sequence, i, 2718])
+        roll, pitch = np.deg2rad(np.clip(prng.standard_normal(2), -2.5, 2.5) * (sen.roll_std, sen.pitch_std))
+        c, s = np.cos(eyaw), np.sin(eyaw)
+        gx, gy = (float(v) for v in self.scene.surface.gradient(ex, ey))
+        return tilt_matrix(roll + np.arctan(-s * gx + c * gy), pitch + np.arctan(c * gx + s * gy))
+
+    def _sensor_z(self, x, y) -> float:
+        """World height of the sensor origin above the ego position (metres)."""
+        return float(self.scene.ground_height(x, y)) + self.sensor.height
 
     def _prims_in_sensor_frame(self, i):
         x, y, yaw = self.scene.ego_pose(self.time(i))
@@ -141,10 +164,13 @@ class ScanSimulator:
         dx, dy = g[:, 0] - x, g[:, 1] - y
         g[:, 0] = c * dx + s * dy
         g[:, 1] = -s * dx + c * dy
-        g[:, 2] -= self.sensor.height
+        g[:, 2] -= self._sensor_z(x, y)
         pc, ps = g[:, 6].copy(), g[:, 7].copy()
         g[:, 6] = pc * c + ps * s
         g[:, 7] = ps * c - pc * s
+        sx, sy = g[:, raycast.SHEAR_X].copy(), g[:, raycast.SHEAR_Y].copy()
+        g[:, raycast.SHEAR_X] = c * sx + s * sy
+        g[:, raycast.SHEAR_Y] = -s * sx + c * sy
         is_box = prims.ptype == raycast.BOX
         bound = np.where(is_box, np.hypot(g[:, 3], g[:, 4]), np.maximum(g[:, 3], g[:, 4]))
         dist = np.hypot(g[:, 0], g[:, 1])
@@ -158,21 +184,22 @@ class ScanSimulator:
         beam, each ring counter-clockwise from the front seam; raw labels uint32 [N] (semantic | instance << 16)."""
         sen, rays = self.sensor, self.rays
         prims, bound, (ex, ey, eyaw) = self._prims_in_sensor_frame(i)
-        prng = np.random.default_rng([self.seed, self.sequence, i, 2718])
-        roll, pitch = np.deg2rad(np.clip(prng.standard_normal(2), -2.5, 2.5) * (sen.roll_std, sen.pitch_std))
-        R = tilt_matrix(roll, pitch)
+        R = self._tilt(i, ex, ey, eyaw)
+        c, s = np.cos(eyaw), np.sin(eyaw)
         # the sensor moves during the sweep: ego velocity in the level frame at scan start (m/s)
         t0, dt = self.time(i), 0.05
         x1, y1, _ = self.scene.ego_pose(t0 + dt)
-        c, s = np.cos(eyaw), np.sin(eyaw)
-        v = np.array([c * (x1 - ex) + s * (y1 - ey), -s * (x1 - ex) + c * (y1 - ey), 0.0]) / dt
+        v = np.array([c * (x1 - ex) + s * (y1 - ey), -s * (x1 - ex) + c * (y1 - ey),
+                      self._sensor_z(x1, y1) - self._sensor_z(ex, ey)]) / dt
         orig = rays.origin @ R.T + rays.time[..., None] * v
         dirs = rays.direction @ R.T
         margin = float(np.abs(rays.origin).max() + np.linalg.norm(v) * sen.sweep_time) + 0.05
 
         g = prims.geom
+        # a sheared box reaches hz + slope x its horizontal half diagonal above and below its centre
+        hz = g[:, 5] + np.hypot(g[:, raycast.SHEAR_X], g[:, raycast.SHEAR_Y]) * bound
         bound = bound + margin
-        R3 = np.sqrt(bound ** 2 + g[:, 5] ** 2)
+        R3 = np.sqrt(bound ** 2 + hz ** 2)
         dxy = np.hypot(g[:, 0], g[:, 1])
         d3 = np.hypot(dxy, g[:, 2])
         dmin = np.maximum(0.0, d3 - R3)
@@ -192,9 +219,27 @@ class ScanSimulator:
                 .astype(np.int64) % W)
         ptr, idx = raycast.column_candidates(g, bound, W, sen.max_range + margin)
         key = (self.seed * 1_000_003 + self.sequence * 10_007 + i) & 0x7FFFFFFFFFFFFFFF
-        t, hit, cosi = raycast.cast_rays(orig, dirs, bins, rays.shadow, -sen.height, prims.ptype.astype(np.int64),
-                                         g, dmin, row_lo, row_hi, ptr, idx, sen.max_range, key)
+        surf, bounds = self._surface_in_frame(ex, ey, eyaw, sen.max_range + margin)
+        t, hit, cosi = raycast.cast_rays(orig, dirs, bins, rays.shadow, surf, bounds,
+                                         prims.ptype.astype(np.int64), g, dmin, row_lo, row_hi, ptr, idx,
+                                         sen.max_range, key)
         return self._returns(i, prims, t, hit, cosi, orig, dirs, (ex, ey, eyaw))
+
+    def _surface_in_frame(self, ex, ey, eyaw, reach):
+        """The road surface packed for the ray caster in the level frame of a scan taken at world (ex, ey, eyaw),
+        and bounds (zlo, zhi, gmax) of its height and slope within `reach` metres (sampled every <= 2 m; heights
+        widened by twice the largest slope times that spacing, the slope by 10 % and 0.01)."""
+        surface = self.scene.surface
+        surf = surface.packed(ex, ey, eyaw, self._sensor_z(ex, ey))
+        r = np.linspace(0.0, reach, int(np.ceil(reach / 2.0)) + 1)
+        a = np.linspace(0.0, 2 * np.pi, int(np.ceil(2 * np.pi * reach / 2.0)), endpoint=False)
+        px = ex + r[:, None] * np.cos(a)[None]
+        py = ey + r[:, None] * np.sin(a)[None]
+        z = surface.height(px, py) - surf[P_Z0]
+        gx, gy = surface.gradient(px, py)
+        gmax = float(np.hypot(gx, gy).max())
+        pad = 2.0 * 2.0 * gmax + 1e-3
+        return surf, np.array([z.min() - pad, z.max() + pad, 1.1 * gmax + 0.01])
 
     def _returns(self, i, prims, t, hit, cosi, orig, dirs, pose):
         sen, cal = self.sensor, self.calib
@@ -238,7 +283,7 @@ class ScanSimulator:
             q = p[win] - gk[:, :3]
             lx = gk[:, 6] * q[:, 0] + gk[:, 7] * q[:, 1]
             ly = -gk[:, 7] * q[:, 0] + gk[:, 6] * q[:, 1]
-            zb = q[:, 2] + gk[:, 5]
+            zb = q[:, 2] - gk[:, raycast.SHEAR_X] * q[:, 0] - gk[:, raycast.SHEAR_Y] * q[:, 1] + gk[:, 5]
             along = np.where(np.abs(lx) / gk[:, 3] > np.abs(ly) / gk[:, 4], ly + gk[:, 4], lx + gk[:, 3])
             floor_h, pitch, frac = prims.window[k].T
             fa = np.mod(along, pitch) / pitch
@@ -292,14 +337,15 @@ class ScanSimulator:
 
 
 def generate_scan(sequence: int = 0, index: int = 0, seed: int = 0, num_scans: int | None = None,
-                  sensor=None, azimuth_steps: int | None = None, faults=None, frame_step: float = 0.5):
+                  sensor=None, azimuth_steps: int | None = None, faults=None, frame_step: float = 0.5, road=None):
     """One synthetic scan in memory -> (points float32 [N,4], raw labels uint32 [N]). `num_scans` (the length of
-    the drive the scan belongs to) defaults to the default dataset's count for `sequence`."""
+    the drive the scan belongs to) defaults to the default dataset's count for `sequence`; `road`: see
+    `terrain.RoadProfile.from_options` ("flat" for a level world)."""
     sen = SensorConfig.from_options(sensor, azimuth_steps=azimuth_steps)
     n = num_scans if num_scans is not None else max(DEFAULT_SCANS.get(int(sequence), 20), index + 1)
     if not 0 <= index < n:
         raise ConfigError(f"scan index {index} outside 0..{n - 1}")
-    return ScanSimulator(sequence, n, seed, sen, frame_step, faults).scan(index)
+    return ScanSimulator(sequence, n, seed, sen, frame_step, faults, road).scan(index)
 
 
 def _read_marker(root: Path):
@@ -311,7 +357,7 @@ def _read_marker(root: Path):
 
 def generate(out_dir=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 0, sensor=None,
              azimuth_steps: int | None = None, faults=None, preview: bool = False, test_labels: bool = False,
-             frame_step: float = 0.5, force: bool = False, log=print) -> dict:
+             frame_step: float = 0.5, force: bool = False, road=None, log=print) -> dict:
     """Generate synthetic SemanticKITTI-format sequences under `out_dir` and return a summary dict
     (`sequences`: {"NN": {"scans", "points", "labels"}}, `seconds`, `seconds_per_scan`, `label_counts` int64 [65536]
     of raw semantic ids over the labelled scans, `params`).
@@ -320,7 +366,9 @@ def generate(out_dir=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 
     seed: same seed -> byte-identical files; sensor: SensorConfig or dict of its fields; azimuth_steps: override the
     sensor's (e.g. 512 for cheap test data); faults: {"nan": k, "zero_range": k} points per scan (off by default);
     preview: write PNGs of the first scan of each sequence to out_dir/preview; test_labels: also write labels for
-    test sequences (11-21); force: write into a directory that holds a dataset not made by this generator.
+    test sequences (11-21); force: write into a directory that holds a dataset not made by this generator; road:
+    the ranges of the road surface (`terrain.RoadProfile`: grade, vertical curves, camber, roadside slopes; "flat"
+    for a level world).
 
     A marker file out_dir/.synthetic.json is written first with "complete": false and rewritten last with
     "complete": true, so `ensure_dataset` redoes an interrupted generation.
@@ -328,6 +376,7 @@ def generate(out_dir=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 
     counts = _normalise_sequences(sequences, scans)
     sen = SensorConfig.from_options(sensor, azimuth_steps=azimuth_steps)
     fl = _normalise_faults(faults)
+    prof = RoadProfile.from_options(road)
     try:
         seed = int(seed)
     except (TypeError, ValueError):
@@ -340,7 +389,8 @@ def generate(out_dir=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 
         raise ConfigError(f"{root} already holds sequences/ not written by the synthetic generator; "
                           "choose another --out or pass force")
     params = {"version": FORMAT_VERSION, "seed": seed, "scans": {f"{s:02d}": n for s, n in counts.items()},
-              "sensor": sen.to_dict(), "faults": fl, "test_labels": bool(test_labels), "frame_step": frame_step}
+              "sensor": sen.to_dict(), "faults": fl, "test_labels": bool(test_labels), "frame_step": frame_step,
+              "road": prof.to_dict()}
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(root / MARKER, json.dumps({"complete": False, **params}, indent=1).encode())
 
@@ -349,7 +399,7 @@ def generate(out_dir=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 
     total_scans, t_start = 0, time.perf_counter()
     for seq, n in counts.items():
         t_seq = time.perf_counter()
-        sim = ScanSimulator(seq, n, seed, sen, frame_step, fl)
+        sim = ScanSimulator(seq, n, seed, sen, frame_step, fl, prof)
         sdir = kitti_sequence_dir(root, seq)
         with_labels = test_labels or seq not in TEST_SEQUENCES
         _remove_stale(sdir, n, with_labels)
@@ -417,13 +467,14 @@ def dataset_complete(root=DEFAULT_DATA_ROOT, **params) -> bool:
 
 def ensure_dataset(root=DEFAULT_DATA_ROOT, sequences=None, scans=None, seed: int = 0, log=print, **kwargs) -> Path:
     """Generate the synthetic dataset at `root` unless a complete generation with the same sequences, scan counts,
-    seed and sensor is already there. Returns the root path."""
+    seed, sensor and road profile is already there. Returns the root path."""
     root = Path(root)
     counts = _normalise_sequences(sequences, scans)
     sen = SensorConfig.from_options(kwargs.pop("sensor", None), azimuth_steps=kwargs.pop("azimuth_steps", None))
     want = {"version": FORMAT_VERSION, "seed": int(seed), "scans": {f"{s:02d}": n for s, n in counts.items()},
             "sensor": sen.to_dict(), "faults": _normalise_faults(kwargs.get("faults")),
-            "test_labels": bool(kwargs.get("test_labels", False)), "frame_step": kwargs.get("frame_step", 0.5)}
+            "test_labels": bool(kwargs.get("test_labels", False)), "frame_step": kwargs.get("frame_step", 0.5),
+            "road": RoadProfile.from_options(kwargs.get("road")).to_dict()}
     if dataset_complete(root, **want):
         return root
     generate(root, sequences=list(counts), scans=counts, seed=seed, sensor=sen, log=log, **kwargs)

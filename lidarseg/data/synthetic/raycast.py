@@ -3,8 +3,10 @@
 Each ray has its own origin (laser offsets, motion during the sweep) and direction (per-laser calibration, roll and
 pitch); `column_candidates` bins the primitives by azimuth so that a ray tests only those of its bin.
 Primitives (`geom` float64 [P, NGEOM], already moved into the level frame of the scan):
-  cx, cy, cz (centre), hx, hy, hz (half sizes / radii), cos, sin (yaw about +z), mfp, transmit.
-Types: BOX (oriented box), CYLINDER (vertical elliptic cylinder, radii hx, hy, half height hz), ELLIPSOID.
+  cx, cy, cz (centre), hx, hy, hz (half sizes / radii), cos, sin (yaw about +z), mfp, transmit, shear_x, shear_y.
+Types: BOX (oriented box; shear_x/shear_y, rise per metre of the level frame, tilt its bottom and top to the local
+ground slope while its sides stay vertical), CYLINDER (vertical elliptic cylinder, radii hx, hy, half height hz),
+ELLIPSOID. The ground is the road surface of `terrain.py` (`frame_height`).
 mfp > 0 makes a primitive porous (foliage, hedges): a ray passes it with probability `transmit`, otherwise it
 returns from an exponentially distributed depth (mean mfp metres) inside it. transmit > 0 with mfp == 0 is a
 see-through solid (mesh fence). The random draws are a hash of (key, ray, primitive), so every ray is independent
@@ -17,9 +19,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .terrain import frame_height
+
 BOX, CYLINDER, ELLIPSOID = 0, 1, 2
-CX, CY, CZ, HX, HY, HZ, COS, SIN, MFP, TRANSMIT = range(10)
-NGEOM = 10
+CX, CY, CZ, HX, HY, HZ, COS, SIN, MFP, TRANSMIT, SHEAR_X, SHEAR_Y = range(12)
+NGEOM = 12
 
 NO_HIT = -2
 GROUND = -1
@@ -53,6 +57,11 @@ def _intersect(ptype, g, px, py, pz, dx, dy, dz):
     lz = dz
     inf = np.inf
     if ptype == BOX:
+        # shear z' = z - sx x - sy y (level-frame offsets): a linear map, so the ray parameter t is unchanged
+        sx = g[SHEAR_X]
+        sy = g[SHEAR_Y]
+        oz = oz - sx * qx - sy * qy
+        lz = lz - sx * dx - sy * dy
         t0 = -inf
         t1 = inf
         axis = 0
@@ -78,6 +87,8 @@ def _intersect(ptype, g, px, py, pz, dx, dy, dz):
                     t1 = tb
         if t0 > t1 or t1 <= 0.0:
             return inf, inf, 0.0
+        if axis == 2:  # bottom or top face: normal (-sx, -sy, 1) / norm
+            return t0, t1, abs(lz) / math.sqrt(1.0 + sx * sx + sy * sy)
         return t0, t1, abs(d3[axis])
     elif ptype == CYLINDER:
         a = g[HX]
@@ -198,11 +209,66 @@ def column_candidates(geom, bound_r, nbins, max_range):
     return ptr, idx
 
 
+@njit(cache=True)
+def ground_hit(surf, bounds, ox, oy, oz, dx, dy, dz, t_max):
+    """First crossing (t metres, |cos incidence|) of the ray o + t d with the road surface `surf` (terrain.py packed
+    parameters) before t_max, or (inf, 0). bounds = (zlo, zhi, gmax): the ground height lies in [zlo, zhi] and its
+    slope is at most gmax within reach, so the ray can only cross while it is between zlo and zhi, and from a height
+    f above the ground it cannot reach it within f / (gmax |d_xy| - dz) metres. Steps by that distance (at least
+    0.2 m), bisects the first bracket and ends with one linear interpolation (exact on a plane)."""
+    zlo = bounds[0]
+    zhi = bounds[1]
+    gmax = bounds[2]
+    if dz < 0.0:
+        ta = max(0.0, (zhi - oz) / dz)
+        tb = min(t_max, (zlo - oz) / dz)
+    elif oz < zhi:
+        ta = 0.0
+        tb = t_max
+    else:
+        return np.inf, 0.0
+    if ta >= tb:
+        return np.inf, 0.0
+    fa = oz + dz * ta - frame_height(surf, ox + dx * ta, oy + dy * ta)
+    if fa <= 0.0:
+        return np.inf, 0.0   # starts under the surface (origin inside a bank): no return
+    rate = gmax * math.sqrt(dx * dx + dy * dy) - dz   # fastest fall of the height above ground per metre
+    if rate <= 0.0:
+        return np.inf, 0.0   # rises at least as fast as the ground can
+    t = ta
+    while t < tb:
+        step = max(0.2, fa / rate)
+        tn = min(t + step, tb)
+        fn = oz + dz * tn - frame_height(surf, ox + dx * tn, oy + dy * tn)
+        if fn <= 0.0:
+            lo, hi, flo, fhi = t, tn, fa, fn
+            for _ in range(20):
+                if hi - lo < 1e-4:
+                    break
+                mid = 0.5 * (lo + hi)
+                fm = oz + dz * mid - frame_height(surf, ox + dx * mid, oy + dy * mid)
+                if fm > 0.0:
+                    lo, flo = mid, fm
+                else:
+                    hi, fhi = mid, fm
+            th = lo + (hi - lo) * flo / (flo - fhi)
+            hx = ox + dx * th
+            hy = oy + dy * th
+            e = 0.05
+            gx = (frame_height(surf, hx + e, hy) - frame_height(surf, hx - e, hy)) / (2 * e)
+            gy = (frame_height(surf, hx, hy + e) - frame_height(surf, hx, hy - e)) / (2 * e)
+            cosi = abs(dz - gx * dx - gy * dy) / math.sqrt(1.0 + gx * gx + gy * gy)
+            return th, cosi
+        t, fa = tn, fn
+    return np.inf, 0.0
+
+
 @njit(cache=True, parallel=True)
-def cast_rays(orig, dirs, bins, skip, ground_z, ptype, geom, dmin, row_lo, row_hi, ptr, idx, max_range, key):
-    """Cast the rays orig + t dirs ([H,W,3] each, level frame) against the ground plane z = ground_z and the
-    primitives. bins [H,W]: each ray's azimuth bin in (ptr, idx) from `column_candidates`; skip [H,W]: rays that
-    return nothing (hidden by the ego body).
+def cast_rays(orig, dirs, bins, skip, surf, bounds, ptype, geom, dmin, row_lo, row_hi, ptr, idx, max_range, key):
+    """Cast the rays orig + t dirs ([H,W,3] each, level frame) against the road surface (`surf`, terrain.py
+    packed parameters; `bounds` (zlo, zhi, gmax) its height range and largest slope within reach: `ground_hit`)
+    and the primitives. bins [H,W]: each ray's azimuth
+    bin in (ptr, idx) from `column_candidates`; skip [H,W]: rays that return nothing (hidden by the ego body).
 
     Returns (t [H,W] float64 range in metres, inf for no return; hit [H,W] int32 primitive index, GROUND or NO_HIT;
     cosi [H,W] float64 |cos| of the incidence angle). `dmin` [P] lower bound of each primitive's distance from the
@@ -222,13 +288,10 @@ def cast_rays(orig, dirs, bins, skip, ground_z, ptype, geom, dmin, row_lo, row_h
             dx = dirs[r, c, 0]
             dy = dirs[r, c, 1]
             dz = dirs[r, c, 2]
-            best = np.inf
-            if dz < -1e-9:
-                t = (ground_z - oz) / dz
-                if t < max_range:
-                    best = t
-                    hit[r, c] = GROUND
-                    cos_out[r, c] = -dz
+            best, cg = ground_hit(surf, bounds, ox, oy, oz, dx, dy, dz, max_range)
+            if best < max_range:
+                hit[r, c] = GROUND
+                cos_out[r, c] = cg
             b = bins[r, c]
             ray = r * W + c
             for k in range(ptr[b], ptr[b + 1]):

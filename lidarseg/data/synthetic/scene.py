@@ -1,8 +1,9 @@
 """Procedural streets made of analytic primitives, in a world frame where the street runs along +x (metres).
 
 A `Scene` holds static primitives and moving ones (constant velocity, metres per second); `Scene.at(time)` gives
-the primitives at that time. Ground: the plane z = 0 is road inside the carriageway (|y - road_center| < road_half)
-and terrain outside it; sidewalks, parking bays, medians, gardens and lots are boxes on top of it.
+the primitives at that time. Scenes are laid out on a flat world: the ground z = 0 is road inside the carriageway
+(|y - road_center| < road_half) and terrain outside it; sidewalks, parking bays, medians, gardens and lots are boxes
+on top of it. `terrain.drape` then puts everything on the drive's sloped road surface.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .raycast import BOX, CYLINDER, ELLIPSOID, NGEOM
+from .raycast import BOX, CX, CY, CYLINDER, CZ, ELLIPSOID, NGEOM, SHEAR_X, SHEAR_Y
+from .terrain import RoadSurface
 
 # raw SemanticKITTI ids
 UNLABELED, OUTLIER = 0, 1
@@ -73,8 +75,9 @@ class Prims:
 
 @dataclass
 class Scene:
-    """A street: static and moving primitives, the carriageway (road_center, road_half metres) and the ego drive
-    (ego_x(t) = x0 + speed*t + sway_amp*sin(2*pi*t/sway_period), ego_y(t) = lane_y + drift*sin(...))."""
+    """A street: static and moving primitives, the carriageway (road_center, road_half metres), the ego drive
+    (ego_x(t) = x0 + speed*t + sway_amp*sin(2*pi*t/sway_period), ego_y(t) = lane_y + drift*sin(...)) and the road
+    surface the flat layout is draped on (None: the level plane z = 0)."""
 
     static: Prims
     moving: Prims
@@ -84,14 +87,36 @@ class Scene:
     speed: float
     drift: float
     period: float
+    surface: RoadSurface | None = None
 
     def at(self, time: float) -> Prims:
-        """All primitives at `time` seconds (moving ones advanced along their velocity)."""
+        """All primitives at `time` seconds (moving ones advanced along their velocity), on the road surface."""
         mov = self.moving.take(slice(None))
         mov.geom = mov.geom.copy()
         mov.geom[:, 0] += mov.vel[:, 0] * time
         mov.geom[:, 1] += mov.vel[:, 1] * time
-        return Prims.concat([self.static, mov])
+        return self.drape(Prims.concat([self.static, mov]))
+
+    def drape(self, prims: Prims) -> Prims:
+        """Primitives of the flat layout put on the road surface: lifted by the ground height at their centre;
+        boxes sheared to the local slope (world-frame rise per metre in SHEAR_X / SHEAR_Y)."""
+        if self.surface is None:
+            return prims
+        g = prims.geom.copy()
+        g[:, CZ] += self.surface.height(g[:, CX], g[:, CY])
+        gx, gy = self.surface.gradient(g[:, CX], g[:, CY])
+        box = prims.ptype == BOX
+        g[:, SHEAR_X] = np.where(box, gx, 0.0)
+        g[:, SHEAR_Y] = np.where(box, gy, 0.0)
+        out = prims.take(slice(None))
+        out.geom = g
+        return out
+
+    def ground_height(self, x, y) -> np.ndarray:
+        """World ground height (metres) at world (x, y)."""
+        if self.surface is None:
+            return np.zeros(np.broadcast(np.asarray(x), np.asarray(y)).shape)
+        return self.surface.height(x, y)
 
     def ego_pose(self, time: float) -> tuple[float, float, float]:
         """Sensor (x, y, yaw) in the world frame at `time` seconds: metres, metres, radians."""
@@ -106,6 +131,9 @@ class Scene:
         """Raw label of the ground plane z = 0 at world y (metres): road on the carriageway, terrain outside."""
         inside = np.abs(np.asarray(y) - self.road_center) <= self.road_half
         return np.where(inside, ROAD, TERRAIN).astype(np.uint32)
+
+
+MAX_PIECE = 16.0  # metres: longest side of a windowless box (see _Builder.box)
 
 
 class _Builder:
@@ -124,14 +152,25 @@ class _Builder:
         if remission is None:
             remission = MATERIALS[MAT[material]][1]
         half = [max(float(h), 1e-3) for h in half]
-        geom = [*map(float, center), *half, np.cos(yaw), np.sin(yaw), mfp, transmit]
+        geom = [*map(float, center), *half, np.cos(yaw), np.sin(yaw), mfp, transmit, 0.0, 0.0]
         self.rows.append((ptype, geom, vel, (int(label) | (int(instance) << 16)), MAT[material],
                           float(np.clip(remission, 0.01, 0.99)), window))
 
     def box(self, x0, x1, y0, y1, z0, z1, label, material, remission=None, **kw):
-        """An axis-aligned box from corner ranges (metres)."""
-        self.add(BOX, ((x0 + x1) / 2, (y0 + y1) / 2, (z0 + z1) / 2),
-                 (abs(x1 - x0) / 2, abs(y1 - y0) / 2, abs(z1 - z0) / 2), 0.0, label, material, remission, **kw)
+        """An axis-aligned box from corner ranges (metres). Boxes without windows are cut into pieces at most
+        MAX_PIECE metres long on each side, so that each piece can follow the curvature of the road surface."""
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        nx = ny = 1
+        if not any(kw.get("window", (0.0,))):
+            nx = max(1, int(np.ceil((x1 - x0) / MAX_PIECE)))
+            ny = max(1, int(np.ceil((y1 - y0) / MAX_PIECE)))
+        xs, ys = np.linspace(x0, x1, nx + 1), np.linspace(y0, y1, ny + 1)
+        for i in range(nx):
+            for j in range(ny):
+                self.add(BOX, ((xs[i] + xs[i + 1]) / 2, (ys[j] + ys[j + 1]) / 2, (z0 + z1) / 2),
+                         ((xs[i + 1] - xs[i]) / 2, (ys[j + 1] - ys[j]) / 2, abs(z1 - z0) / 2), 0.0, label, material,
+                         remission, **kw)
 
     def build(self) -> tuple[Prims, Prims]:
         rows = self.rows
