@@ -44,3 +44,14 @@ def test_synth_sensor_preset(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "x"), *TINY, "--sensor", "hdl65"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "hdl65" in err and "vlp16" in err, err
+
+
+def test_synth_refuses_a_folder_generated_with_another_road_profile(tmp_path, capsys):
+    from lidarseg.data.synthetic import generate
+
+    out = tmp_path / "flat"
+    generate(out, sequences=[0], scans=1, azimuth_steps=64, road="flat", log=None)
+    capsys.readouterr()
+    assert main(["synth", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "road: {" in err and "would mix two generations" in err, err

@@ -53,11 +53,13 @@ def add_arguments(parser):
 def _generation_params(kwargs) -> dict:
     """The parameters a generation with these options records in its marker (as `ensure_dataset` compares them)."""
     from ..data.synthetic.generate import FORMAT_VERSION, SensorConfig, _normalise_faults, _normalise_sequences
+    from ..data.synthetic.terrain import RoadProfile
     counts = _normalise_sequences(kwargs["sequences"], kwargs["scans"])
     sensor = SensorConfig.from_options(kwargs["sensor"], azimuth_steps=kwargs["azimuth_steps"])
     return {"version": FORMAT_VERSION, "seed": int(kwargs["seed"]),
             "scans": {f"{s:02d}": n for s, n in counts.items()}, "sensor": sensor.to_dict(),
-            "faults": _normalise_faults(kwargs["faults"]), "test_labels": bool(kwargs["test_labels"])}
+            "faults": _normalise_faults(kwargs["faults"]), "test_labels": bool(kwargs["test_labels"]),
+            "road": RoadProfile().to_dict()}
 
 
 def refuse_other_generation(out, kwargs) -> None:
