@@ -154,7 +154,8 @@ def test_flat_road_and_options_are_checked():
     assert flat.flat() and not RoadProfile().draw(np.random.default_rng(0), 0.0, 5.0).flat()
     for bad, match in [({"camber": 0.02}, "road.camber"), ({"grade": 0.1}, "unknown keys"),
                        ({"side_scale": -1}, "road.side_scale"), ({"side_slope": [0.1, -0.1]}, "road.side_slope"),
-                       ("steep", "road: expected"), ({"camber": [0.0, 0.5]}, "not streets")]:
+                       ("steep", "road: expected"), ({"camber": [0.0, 0.5]}, "not streets"),
+                       ({"curve_grade": 0.5}, "not streets")]:
         with pytest.raises(ConfigError, match=match):
             RoadProfile.from_options(bad)
     assert RoadProfile.from_options({"camber": [0.02, 0.02]}).camber == (0.02, 0.02)

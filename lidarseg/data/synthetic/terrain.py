@@ -76,7 +76,7 @@ class RoadProfile:
         prof = cls(**{**asdict(cls()), **kw})
         if prof.curve_length[0] <= 0 or prof.side_scale <= 0:
             raise ConfigError("road: curve_length and side_scale must be > 0 metres")
-        if max(abs(v) for v in (*prof.camber, *prof.side_slope)) > 0.2 or prof.grade_std > 0.08:
+        if max(abs(v) for v in (*prof.camber, *prof.side_slope, prof.curve_grade)) > 0.2 or prof.grade_std > 0.08:
             raise ConfigError("road: slopes above 0.2 (grade_std above 0.08) are not streets")
         return prof
 
